@@ -1,0 +1,34 @@
+# The two set-up commands of the README are `make demo` and `make test`; both build .venv when it
+# is missing and reuse it otherwise.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.socialalign-installed
+# torch first, pinned, so that pip keeps the CPU build that lies on disk instead of resolving CUDA.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/socialalign demo
+
+bench: venv
+	@set -e; found=0; for b in bench/*.py; do [ -e "$$b" ] || continue; found=1; \
+	  echo "== $$b"; $(BIN)/python "$$b"; done; \
+	  [ $$found = 1 ] || echo "no benchmarks yet: bench/ holds none (they arrive with the stage issues)"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Stage 1: crawl Weibo with Ray actors through rate-limited cookie pools (issue #4)."""

@@ -1,0 +1,1 @@
+"""Stage 2: Ray Data jobs from crawled Parquet to the SFT set (issue #5)."""
