@@ -1,0 +1,224 @@
+"""The `socialalign` command. `python -m <stage module>` enters here too, so both are one entry point.
+
+    socialalign <stage> [--config FILE] [--print-config] [key=value ...]
+    socialalign submit <stage> --address http://HOST:8265 [--config FILE] [key=value ...]
+
+Exit codes: 0 done, 1 the stage failed, 2 bad usage or config or a stage not built yet, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from cluster.config import ConfigError, describe_fields, dump_config, load_config
+from cluster.logs import setup_logging
+from cluster.stages import STAGES, Flag, Stage, stage_for_module
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+ISSUES = "the project's issue tracker"
+log = logging.getLogger("socialalign")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "socialalign") -> int:
+    parser = build_parser(prog)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if not _take_overrides(args, unknown, parser):
+        return EXIT_USAGE
+    if args.command == "submit":
+        return _submit(args, prog)
+    return run_stage(STAGES[args.command], args, prog=f"{prog} {args.command}")
+
+
+def module_main(module: str) -> None:
+    """Entry of `python -m <module>`: the same parser and runner as `socialalign <stage>`."""
+    if module == "cluster":
+        sys.exit(main(prog="python -m cluster"))
+    stage = stage_for_module(module)
+    prog = f"python -m {module}"
+    parser = argparse.ArgumentParser(prog=prog, description=stage.summary, **_help_layout(stage))
+    add_stage_arguments(parser, stage)
+    args, unknown = parser.parse_known_args()
+    if not _take_overrides(args, unknown, parser):
+        sys.exit(EXIT_USAGE)
+    sys.exit(run_stage(stage, args, prog=prog))
+
+
+def build_parser(prog: str = "socialalign") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="SocialAlign: predict how users (micro) and crowds (macro) respond to news on social media.",
+        epilog="Run `%(prog)s <command> --help` for a command's options and config fields.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="<command>")
+    for stage in STAGES.values():
+        sub = commands.add_parser(stage.name, help=stage.summary, description=stage.summary, **_help_layout(stage))
+        add_stage_arguments(sub, stage)
+    submit = commands.add_parser(
+        "submit",
+        help="submit a stage to a Ray cluster as a Ray job (ray job submit --working-dir .)",
+        description="Submit a stage as a Ray job: uploads the working dir, runs `python -m <stage> --config ...` "
+        "on the cluster, streams its logs and exits with the job's outcome.",
+    )
+    submit.add_argument("stage", choices=list(STAGES), help="the stage to run")
+    submit.add_argument(
+        "--address",
+        default=None,
+        help="Ray dashboard URL, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS when it is a URL)",
+    )
+    submit.add_argument("--config", "-c", help="stage YAML file, inside the working dir")
+    submit.add_argument("--working-dir", default=".", help="directory uploaded to the cluster (default: .)")
+    submit.add_argument("--no-wait", action="store_true", help="return once the job is accepted")
+    submit.add_argument("--submission-id", help="job id to use (default: socialalign-<stage>-<time>)")
+    submit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, passed to the job")
+    return parser
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, stage: Stage) -> None:
+    parser.add_argument("--config", "-c", help=f"{stage.name} YAML file (default: built-in defaults)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides log_level")
+    for flag in stage.flags:
+        if flag.kind == "switch":
+            parser.add_argument(flag.name, dest=_dest(flag.field), action="store_true", default=None, help=flag.help)
+        elif flag.kind == "append":
+            parser.add_argument(flag.name, dest=_dest(flag.field), action="append", metavar="PATH", help=flag.help)
+        else:
+            parser.add_argument(
+                flag.name, dest=_dest(flag.field), choices=flag.choices, metavar=_metavar(flag), help=flag.help
+            )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. ray.address=auto")
+
+
+def run_stage(stage: Stage, args: argparse.Namespace, prog: str) -> int:
+    overrides = [*args.overrides, *_flag_overrides(stage, args)]
+    try:
+        config = load_config(stage.config, args.config, overrides)
+    except ConfigError as error:
+        _print_config_error(prog, error)
+        return EXIT_USAGE
+    setup_logging(config.log_level)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return EXIT_OK
+    if config.ray.address.startswith(("http://", "https://")):
+        from cluster.submit import submit_stage
+
+        log.info("ray.address is a dashboard URL: submitting %s as a Ray job", stage.name)
+        return submit_stage(stage, config.ray.address, args.config, overrides)
+    if not stage.built:
+        print(f"{prog}: not implemented yet (the {stage.name} stage is issue #{stage.issue} in {ISSUES})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(stage.load_runner()(config) or EXIT_OK)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _submit(args: argparse.Namespace, prog: str) -> int:
+    from cluster.submit import SubmitError, submit_stage
+
+    address = args.address or os.environ.get("RAY_ADDRESS", "")
+    if not address.startswith(("http://", "https://")):
+        print(f"{prog} submit: --address is required: the Ray dashboard URL, e.g. http://127.0.0.1:8265",
+              file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging()
+    try:
+        return submit_stage(
+            STAGES[args.stage],
+            address,
+            args.config,
+            args.overrides,
+            working_dir=args.working_dir,
+            wait=not args.no_wait,
+            submission_id=args.submission_id,
+        )
+    except ConfigError as error:
+        _print_config_error(f"{prog} submit", error)
+        return EXIT_USAGE
+    except SubmitError as error:
+        print(f"{prog} submit: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _take_overrides(args: argparse.Namespace, unknown: list[str], parser: argparse.ArgumentParser) -> bool:
+    """argparse stops collecting positionals at the first option; pick up the `key=value` left after it."""
+    strays = [item for item in unknown if "=" not in item or item.startswith("-")]
+    if strays:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: unrecognized arguments: {' '.join(strays)}", file=sys.stderr)
+        return False
+    args.overrides = [*getattr(args, "overrides", []), *unknown]
+    return True
+
+
+def _flag_overrides(stage: Stage, args: argparse.Namespace) -> list[str]:
+    found = [f"log_level={args.log_level}"] if args.log_level else []
+    for flag in stage.flags:
+        value = getattr(args, _dest(flag.field), None)
+        if value is None:
+            continue
+        if flag.kind == "csv":
+            value = "[" + ", ".join(part.strip() for part in value.split(",") if part.strip()) + "]"
+        elif flag.kind == "append":
+            value = "[" + ", ".join(_quote(item) for item in value) + "]"
+        elif flag.kind == "switch":
+            value = "true"
+        else:
+            value = _quote(value)
+        found.append(f"{flag.field}={value}")
+    return found
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _metavar(flag: Flag) -> str | None:
+    return None if flag.choices else flag.name.lstrip("-").upper().replace("-", "_")
+
+
+def _dest(field: str) -> str:
+    return "flag_" + field.replace(".", "__")
+
+
+def _help_layout(stage: Stage) -> dict[str, object]:
+    lines = []
+    for name, default, text in describe_fields(stage.config):
+        lines.append(f"  {name} = {default}")
+        lines += textwrap.wrap(text, 76, initial_indent="      ", subsequent_indent="      ")
+    status = f"Status: not implemented yet (issue #{stage.issue}).\n\n" if not stage.built else ""
+    epilog = (
+        f"{status}Config fields: YAML keys of --config, or key=value arguments (nested: ray.address=auto).\n"
+        "Secret fields are read from the environment variables named.\n" + "\n".join(lines)
+    )
+    return {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _print_config_error(prog: str, error: ConfigError) -> None:
+    for line in str(error).splitlines():
+        print(f"{prog}: config error: {line}", file=sys.stderr)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("socialalign")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
