@@ -1,0 +1,165 @@
+"""`socialalign submit <stage>`: what `ray job submit --working-dir . -- python -m <stage> ...` does,
+with the entrypoint, runtime env and Ray's token authentication handled for the user.
+
+Secrets never travel in a job's entrypoint or runtime env (both are shown on the dashboard): the
+cluster supplies them through its own environment (Kubernetes Secrets under KubeRay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster.config import ConfigError, load_config, parse_override, secret_fields
+from cluster.logs import register_secret
+from cluster.stages import Stage
+
+log = logging.getLogger(__name__)
+
+# Never uploaded: environments, caches and data, which belong on shared storage, not in a job.
+UPLOAD_EXCLUDES = (
+    ".venv",
+    ".git",
+    "**/__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".cache",
+    "*.egg-info",
+    "data",
+    "demo-out",
+)
+JOB_ENV = {"PYTHONUNBUFFERED": "1"}
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class SubmitError(RuntimeError):
+    """The job could not be submitted or followed."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def build_job(
+    stage: Stage, config_path: str | None, overrides: Sequence[str], working_dir: str | os.PathLike[str] = "."
+) -> JobSpec:
+    """Check the config here, then describe the job that runs `stage` on the cluster."""
+    _refuse_secret_overrides(stage, overrides)
+    load_config(stage.config, config_path, overrides)
+    root = Path(working_dir).resolve()
+    if not root.is_dir():
+        raise SubmitError(f"working dir {working_dir} is not a directory")
+    command = ["python", "-m", stage.module]
+    if config_path is not None:
+        command += ["--config", _inside(root, Path(config_path))]
+    # The job's driver joins the cluster it runs on, whatever address the local config names.
+    command += [*overrides, "ray.address=auto"]
+    runtime_env = {"working_dir": str(root), "excludes": list(UPLOAD_EXCLUDES), "env_vars": dict(JOB_ENV)}
+    return JobSpec(shlex.join(command), runtime_env, {"socialalign_stage": stage.name})
+
+
+def submit_stage(
+    stage: Stage,
+    address: str,
+    config_path: str | None,
+    overrides: Sequence[str],
+    working_dir: str | os.PathLike[str] = ".",
+    wait: bool = True,
+    submission_id: str | None = None,
+) -> int:
+    """Submit `stage` to the cluster whose dashboard is at `address`; 0 when the job succeeds."""
+    spec = build_job(stage, config_path, overrides, working_dir)
+    client = _client(address)
+    job_id = submission_id or f"socialalign-{stage.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    try:
+        job_id = client.submit_job(
+            entrypoint=spec.entrypoint,
+            runtime_env=spec.runtime_env,
+            submission_id=job_id,
+            metadata=spec.metadata,
+        )
+    except Exception as error:  # the SDK raises bare RuntimeError/ConnectionError subclasses
+        raise SubmitError(f"the cluster at {address} refused the job: {error}") from error
+    print(f"submitted {job_id} to {address}: {spec.entrypoint}", file=sys.stderr)
+    print(f"  logs: ray job logs {job_id} --address {address}   stop: ray job stop {job_id} --address {address}",
+          file=sys.stderr)
+    if not wait:
+        return 0
+    try:
+        status = follow(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job_id} keeps running (ray job stop {job_id} ends it)", file=sys.stderr)
+        return 130
+    if status != "SUCCEEDED":
+        message = client.get_job_info(job_id).message or ""
+        print(f"job {job_id} ended {status}: {message}".rstrip(": "), file=sys.stderr)
+        return 1
+    print(f"job {job_id} SUCCEEDED", file=sys.stderr)
+    return 0
+
+
+def follow(client: Any, job_id: str, poll_s: float = 0.5) -> str:
+    """Stream the job's logs to stdout until it ends; its final status."""
+
+    async def stream() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(stream())
+    while (status := str(client.get_job_status(job_id).value)) not in TERMINAL:
+        time.sleep(poll_s)
+    return status
+
+
+def auth_token() -> str | None:
+    """Ray's token, from where Ray itself looks: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        token = path.read_text().strip() if path.is_file() else ""
+    register_secret(token)
+    return token or None
+
+
+def _client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    token = auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        return JobSubmissionClient(address, headers=headers)
+    except Exception as error:
+        raise SubmitError(f"cannot reach the Ray dashboard at {address}: {error}") from error
+
+
+def _inside(root: Path, config_path: Path) -> str:
+    resolved = config_path.resolve()
+    if not resolved.is_relative_to(root):
+        raise SubmitError(
+            f"config file {config_path} is outside the working dir {root}; "
+            "only the working dir is uploaded, so move the file there or pass --working-dir"
+        )
+    return resolved.relative_to(root).as_posix()
+
+
+def _refuse_secret_overrides(stage: Stage, overrides: Sequence[str]) -> None:
+    secrets = secret_fields(stage.config)
+    for item in overrides:
+        key = parse_override(item)[0]
+        if key in secrets:
+            raise ConfigError(
+                f"argument '{key}=***': a secret is never put on a job's command line (the dashboard shows it); "
+                f"set {secrets[key][0]} in the cluster's environment instead"
+            )
