@@ -1,0 +1,336 @@
+"""Injecting PAC-LoRA into any Hugging Face decoder-only causal LM, and its adapter files.
+
+`apply_pac_lora` replaces every target `nn.Linear` with a `PACLoraLinear` in place (no forked
+model files) and returns a `PACLoraModel` whose `forward` and `generate` take per-row
+`user_spans` and `news_spans`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pac_lora.config import CONFIG_FILE, PACLoraConfig
+from pac_lora.layer import PACLoraLinear
+from pac_lora.routing import RouterPair, RoutingState, validate_spans
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+class PACLoraModel(nn.Module):
+    """The base model with PAC-LoRA in its linears. Attribute lookups fall through to the base model."""
+
+    def __init__(self, base_model: nn.Module, config: PACLoraConfig, state: RoutingState) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.pac_config = config
+        object.__setattr__(self, "_state", state)
+        base_model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.base_model, name)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        user_spans: torch.Tensor | None = None,
+        news_spans: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        reference = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+        with self.routing(user_spans, news_spans, reference):
+            return self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        user_spans: torch.Tensor | None = None,
+        news_spans: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        with self.routing(user_spans, news_spans, input_ids):
+            return self.base_model.generate(input_ids=input_ids, **kwargs)
+
+    @contextmanager
+    def routing(
+        self, user_spans: torch.Tensor | None, news_spans: torch.Tensor | None, reference: torch.Tensor | None
+    ) -> Iterator[None]:
+        """Spans for the calls made inside the block (e.g. a custom generation loop)."""
+        batch, seq_len = (reference.shape[0], reference.shape[1]) if reference is not None else (0, 0)
+        device = reference.device if reference is not None else None
+        user = validate_spans("user_spans", user_spans, batch, seq_len)
+        news = validate_spans("news_spans", news_spans, batch, seq_len)
+        state: RoutingState = self._state
+        previous = (state.user_spans, state.news_spans)
+        state.set_spans(user.to(device) if user is not None else None, news.to(device) if news is not None else None)
+        try:
+            yield
+        finally:
+            state.set_spans(*previous)
+
+    @contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Run the base model alone inside the block (the zero-shot baseline)."""
+        state: RoutingState = self._state
+        state.enabled = False
+        try:
+            yield
+        finally:
+            state.enabled = True
+
+    def _before_base_forward(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self._state.begin_step(cache)
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """Experts and routers only, named relative to the base model."""
+        return {name: param for name, param in self.base_model.named_parameters() if _is_adapter_param(name)}
+
+
+@dataclass(frozen=True)
+class ParameterSummary:
+    experts: int
+    routers: int
+    total: int
+
+    @property
+    def trainable(self) -> int:
+        return self.experts + self.routers
+
+    def __str__(self) -> str:
+        share = 100.0 * self.trainable / max(self.total, 1)
+        return (
+            f"trainable params: {self.trainable:,} (experts {self.experts:,}, routers {self.routers:,}) "
+            f"|| all params: {self.total:,} || trainable%: {share:.4f}"
+        )
+
+
+def apply_pac_lora(base_model: nn.Module, config: PACLoraConfig | None = None) -> PACLoraModel:
+    """Wrap the target linears of `base_model` in place; base weights frozen, experts and routers trainable."""
+    config = config or PACLoraConfig()
+    if any(isinstance(module, PACLoraLinear) for module in base_model.modules()):
+        raise ValueError("this model already carries PAC-LoRA; load a fresh base model")
+    targets = _target_linears(base_model, config)
+    state = RoutingState(config)
+    layer_routers = _attach_layer_routers(base_model, config, state, targets) if config.router_scope == "layer" else {}
+    base_model.requires_grad_(False)
+    for name, linear in targets.items():
+        wrapped = PACLoraLinear(linear, config, state, key=name, layer_router=_owner(name, layer_routers))
+        wrapped.to(device=linear.weight.device, dtype=linear.weight.dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(base_model.get_submodule(parent_name), child, wrapped)
+    for name, param in base_model.named_parameters():
+        param.requires_grad_(_is_adapter_param(name))
+    model = PACLoraModel(base_model, config, state)
+    log.info("PAC-LoRA on %d linears: %s", len(targets), parameter_summary(model))
+    return model
+
+
+def parameter_summary(model: PACLoraModel) -> ParameterSummary:
+    experts = routers = total = 0
+    for name, param in model.base_model.named_parameters():
+        total += param.numel()
+        if _is_router_param(name):
+            routers += param.numel()
+        elif _is_adapter_param(name):
+            experts += param.numel()
+    return ParameterSummary(experts=experts, routers=routers, total=total)
+
+
+def save_adapter(model: PACLoraModel, directory: str | Path) -> Path:
+    """Adapter-only safetensors plus the config as JSON; nothing of the base model."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.adapter_state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    model.pac_config.save(directory)
+    return directory
+
+
+def load_adapter(base_model: nn.Module, directory: str | Path) -> PACLoraModel:
+    """Apply the saved config to `base_model` and load the saved experts and routers into it."""
+    directory = Path(directory)
+    config = PACLoraConfig.load(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: adapter weights missing (expected next to {CONFIG_FILE})")
+    model = apply_pac_lora(base_model, config)
+    load_adapter_weights(model, load_file(str(weights)), source=str(weights))
+    return model
+
+
+def load_adapter_weights(model: PACLoraModel, tensors: dict[str, torch.Tensor], source: str = "adapter") -> None:
+    """Copy `tensors` into the model's experts and routers; every name and shape must match."""
+    own = model.adapter_state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: adapter does not fit this model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    with torch.no_grad():
+        for name, param in own.items():
+            if tensors[name].shape != param.shape:
+                raise ValueError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, model has {tuple(param.shape)}")
+            param.copy_(tensors[name].to(dtype=param.dtype, device=param.device))
+
+
+_RESEARCH_KEY = re.compile(
+    r"^base_model\.model\.(?P<module>.+)\.(?P<name>lora_(?:A|B)(?P<index>\d*)|lora_(?:A|B)_gate_dense[12])\.weight$"
+)
+_RESEARCH_ROUTERS = {
+    "lora_A_gate_dense1": "analyze_in",
+    "lora_A_gate_dense2": "analyze_out",
+    "lora_B_gate_dense1": "compose_in",
+    "lora_B_gate_dense2": "compose_out",
+}
+
+
+def load_research_adapter(model: PACLoraModel, state_dict_or_path: dict[str, torch.Tensor] | str | Path) -> None:
+    """Load weights saved by the research code's forked peft (token routing, one router pair per module).
+
+    Keys look like `base_model.model.<module path>.<name>.weight` with name in lora_A, lora_A1, lora_A2,
+    lora_B, lora_B1, lora_B2 and lora_{A,B}_gate_dense{1,2}; `.bin` or `.safetensors`, or a directory
+    holding `adapter_model.{safetensors,bin}`.
+    """
+    config = model.pac_config
+    if config.routing != "token" or config.router_scope != "module":
+        raise ValueError("research adapters need PACLoraConfig(routing='token', router_scope='module')")
+    research = _read_research_weights(state_dict_or_path)
+    converted: dict[str, torch.Tensor] = {}
+    experts: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for key, tensor in research.items():
+        match = _RESEARCH_KEY.match(key.replace(".default.", "."))
+        if match is None:
+            raise ValueError(f"not a research PAC-LoRA key: {key!r}")
+        module, name = match["module"], match["name"]
+        if name in _RESEARCH_ROUTERS:
+            converted[f"{module}.router.{_RESEARCH_ROUTERS[name]}"] = tensor
+        else:
+            side = "analyze" if name.startswith("lora_A") else "compose"
+            experts.setdefault((module, side), {})[int(match["index"] or 0)] = tensor
+    for (module, side), by_index in experts.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"{module}: research experts {sorted(by_index)} are not numbered 0..n-1")
+        converted[f"{module}.{side}"] = torch.stack([by_index[i] for i in range(len(by_index))])
+    load_adapter_weights(model, converted, source="research adapter")
+
+
+def adapter_parameter_counts(
+    config: PACLoraConfig, linear_shapes: dict[str, tuple[int, int]], num_layers: int, hidden_size: int
+) -> dict[str, int]:
+    """Expert and router parameters for a model whose every layer has `linear_shapes` (name -> d_in, d_out)."""
+    shapes = {name: shape for name, shape in linear_shapes.items() if name in config.target_modules}
+    experts_per_layer = sum(
+        config.r * (config.num_analyze_experts * d_in + config.num_compose_experts * d_out) for d_in, d_out in shapes.values()
+    )
+
+    def router_pair(d_in: int) -> int:
+        analyze = config.router_hidden * (d_in + config.num_analyze_experts) if config.routes_analyze else 0
+        compose = config.router_hidden * (d_in + config.num_compose_experts) if config.routes_compose else 0
+        return analyze + compose
+
+    if config.router_scope == "module":
+        routers_per_layer = sum(router_pair(d_in) for d_in, _ in shapes.values())
+    else:
+        routers_per_layer = router_pair(hidden_size)
+    return {"experts": experts_per_layer * num_layers, "routers": routers_per_layer * num_layers}
+
+
+def _read_research_weights(source: dict[str, torch.Tensor] | str | Path) -> dict[str, torch.Tensor]:
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        candidates = [path / "adapter_model.safetensors", path / "adapter_model.bin"]
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path}: no adapter_model.safetensors or adapter_model.bin")
+        path = found
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _target_linears(model: nn.Module, config: PACLoraConfig) -> dict[str, nn.Linear]:
+    found = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.rpartition(".")[2] in config.target_modules
+    }
+    if not found:
+        available = sorted({name.rpartition(".")[2] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ValueError(f"no linear named {list(config.target_modules)} in this model; its linears: {available}")
+    return found
+
+
+def _attach_layer_routers(
+    model: nn.Module, config: PACLoraConfig, state: RoutingState, targets: dict[str, nn.Linear]
+) -> dict[str, RouterPair]:
+    """One router pair per decoder layer, run by a pre-hook on the layer input."""
+    layers = _decoder_layers(model, targets)
+    hidden_size = getattr(getattr(model, "config", None), "hidden_size", None)
+    routers: dict[str, RouterPair] = {}
+    for prefix, layer in layers.items():
+        d_in = hidden_size or next(iter(t.in_features for n, t in targets.items() if n.startswith(prefix + ".")))
+        pair = RouterPair(d_in, config, key=prefix)
+        ref = next(layer.parameters())
+        pair.to(device=ref.device, dtype=ref.dtype)
+        layer.pac_lora_router = pair
+
+        def run_router(_module: nn.Module, args: tuple, kwargs: dict, pair: RouterPair = pair) -> None:
+            if not state.enabled:
+                return
+            hidden = args[0] if args else kwargs["hidden_states"]
+            pair(hidden.to(_param_dtype(pair, hidden)), state)
+
+        layer.register_forward_pre_hook(run_router, with_kwargs=True)
+        routers[prefix] = pair
+    return routers
+
+
+def _param_dtype(pair: RouterPair, hidden: torch.Tensor) -> torch.dtype:
+    param = next(pair.parameters(), None)
+    return param.dtype if param is not None else hidden.dtype
+
+
+def _decoder_layers(model: nn.Module, targets: dict[str, nn.Linear]) -> dict[str, nn.Module]:
+    """The longest nn.ModuleList whose every element holds target linears (model.layers in HF LMs)."""
+    best: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) <= len(best):
+            continue
+        items = {f"{name}.{index}": child for index, child in enumerate(module)}
+        if all(any(t.startswith(prefix + ".") for t in targets) for prefix in items):
+            best = items
+    if not best:
+        raise ValueError("router_scope='layer' needs a list of decoder layers holding the target linears")
+    return best
+
+
+def _owner(name: str, layer_routers: dict[str, RouterPair]) -> RouterPair | None:
+    return next((pair for prefix, pair in layer_routers.items() if name.startswith(prefix + ".")), None)
+
+
+def _is_adapter_param(name: str) -> bool:
+    return name.endswith((".analyze", ".compose")) or _is_router_param(name)
+
+
+def _is_router_param(name: str) -> bool:
+    return ".router." in name or ".pac_lora_router." in name
