@@ -56,11 +56,14 @@ class PACLoraLinear(nn.Module):
             return result
         if x.ndim != 3:
             raise ValueError(f"{self.key}: PAC-LoRA expects [batch, seq, features] inputs, got {tuple(x.shape)}")
-        x = self.dropout(x.to(self.analyze.dtype))
-        if self.router is not None:
-            gate_a, gate_b = self.router(x, state)
+        x = x.to(self.analyze.dtype)
+        if self.config.routing == "sequence":
+            # Sequence gates read the input before dropout, so training and generation route alike.
+            gate_a, gate_b = self.router(x, state) if self.router is not None else self._layer_router.current
+            x = self.dropout(x)
         else:
-            gate_a, gate_b = self._layer_router.current
+            x = self.dropout(x)  # the research order: routers see the dropped-out input
+            gate_a, gate_b = self.router(x, state) if self.router is not None else self._layer_router.current
         if gate_a.ndim == 2:
             delta = mix_per_sequence(x, self.analyze, self.compose, gate_a, gate_b)
         else:

@@ -19,6 +19,7 @@ from torch import nn
 from pac_lora.config import PACLoraConfig
 
 GATE_CACHE_ATTR = "_pac_lora_gates"
+POOLED_ATTR = "_pac_lora_pooled"
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RoutingState:
     # it is created and dropped with the generation it belongs to.
     gate_cache: dict[str, Any] | None = None
     _masks: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
+    _call: int = 0
 
     def set_spans(self, user_spans: torch.Tensor | None, news_spans: torch.Tensor | None) -> None:
         self.user_spans, self.news_spans = user_spans, news_spans
@@ -43,6 +45,7 @@ class RoutingState:
         """Called before every base-model forward with the KV cache it was given (or None)."""
         past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
         self.decoding = past > 0
+        self._call += 1
         if cache is None:
             self.gate_cache = None
         elif self.decoding:
@@ -50,6 +53,23 @@ class RoutingState:
         else:
             self.gate_cache = {}
             setattr(cache, GATE_CACHE_ATTR, self.gate_cache)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """[b, 2, d]: masked means of x over the news span and the user span, in one pass.
+
+        Linears that read the same tensor (q/k/v, gate/up) share the result, which is kept on the
+        tensor itself for this call, so the mean is computed (and back-propagated) once per input.
+        """
+        cached = getattr(x, POOLED_ATTR, None)
+        if cached is not None and cached[0] == (self._call, id(self.user_spans)):
+            return cached[1]
+        batch, seq_len, _ = x.shape
+        masks = torch.stack(
+            [self.mask("news", batch, seq_len, x.dtype), self.mask("user", batch, seq_len, x.dtype)], dim=1
+        )
+        means = torch.bmm(masks, x) / masks.sum(dim=-1, keepdim=True).clamp(min=1)
+        setattr(x, POOLED_ATTR, ((self._call, id(self.user_spans)), means))
+        return means
 
     def mask(self, which: str, batch: int, seq_len: int, dtype: torch.dtype) -> torch.Tensor:
         """[batch, seq_len] 0/1 mask of the user or news span, built once per call and shape."""
@@ -91,13 +111,6 @@ def span_mask(spans: torch.Tensor, seq_len: int, dtype: torch.dtype) -> torch.Te
     return inside.to(dtype)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x [b, s, d] over the positions where mask [b, s] is 1; zeros for an empty span."""
-    total = torch.einsum("bsd,bs->bd", x, mask)
-    count = mask.sum(dim=1, keepdim=True).clamp(min=1)
-    return total / count
-
-
 class RouterPair(nn.Module):
     """The analyze router (news side, gates over the A experts) and the compose router (user side,
     gates over the B experts): softmax(W2 gelu(W1 x)), no bias. A side with a uniform gate
@@ -134,9 +147,10 @@ class RouterPair(nn.Module):
             if state.gate_cache is None or self.key not in state.gate_cache:
                 raise RuntimeError("cached decoding step without prefill gates: start generation with the PAC-LoRA model")
             return state.gate_cache[self.key]
-        batch, seq_len, _ = x.shape
-        news = self._pool(x, state, "news") if self.analyze_in is not None else None
-        user = self._pool(x, state, "user") if self.compose_in is not None else None
+        batch = x.shape[0]
+        means = state.pooled(x) if self.analyze_in is not None or self.compose_in is not None else None
+        news = means[:, 0] if self.analyze_in is not None else None
+        user = means[:, 1] if self.compose_in is not None else None
         gates = (
             self._route(news, self.analyze_in, self.analyze_out, batch, self.config.num_analyze_experts, x),
             self._route(user, self.compose_in, self.compose_out, batch, self.config.num_compose_experts, x),
@@ -159,11 +173,6 @@ class RouterPair(nn.Module):
             self._route_tokens(x, news_mask, self.analyze_in, self.analyze_out, shape, self.config.num_analyze_experts),
             self._route_tokens(x, user_mask, self.compose_in, self.compose_out, shape, self.config.num_compose_experts),
         )
-
-    @staticmethod
-    def _pool(x: torch.Tensor, state: RoutingState, which: str) -> torch.Tensor:
-        batch, seq_len, _ = x.shape
-        return masked_mean(x, state.mask(which, batch, seq_len, x.dtype))
 
     @staticmethod
     def _route(

@@ -73,11 +73,6 @@ def test_unbuilt_stage_through_python_m() -> None:
     assert "python -m train_jobs: not implemented yet" in result.stderr
 
 
-def test_pac_lora_module_is_not_built_yet() -> None:
-    result = run_cli(sys.executable, "-m", "pac_lora")
-    assert result.returncode == 2 and "not implemented yet" in result.stderr
-
-
 def print_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     assert main([*args, "--print-config"]) == 0
     return yaml.safe_load(capsys.readouterr().out)

@@ -368,3 +368,41 @@ def test_missing_target_modules_and_double_application_are_refused(qwen) -> None
     apply_pac_lora(base, PACLoraConfig())
     with pytest.raises(ValueError, match="already carries PAC-LoRA"):
         apply_pac_lora(base, PACLoraConfig())
+
+
+def test_sequence_gates_route_the_span_means_of_the_input(tiny_qwen) -> None:
+    base, tokenizer = load_base_model(tiny_qwen)
+    model = apply_pac_lora(base, PACLoraConfig())  # dropout 0.1, in training mode
+    randomize_adapter(model, scale=0.5)
+    model.train()
+    seen = {}
+    q_proj = model.base_model.model.layers[1].self_attn.q_proj
+    q_proj.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0].detach()))
+    batch = batch_of(tokenizer, padding_side="left")
+    model(**batch)
+    x, router = seen["x"], q_proj.router
+    for gates, spans, w_in, w_out in (
+        (router.current[0], batch["news_spans"], router.analyze_in, router.analyze_out),
+        (router.current[1], batch["user_spans"], router.compose_in, router.compose_out),
+    ):
+        means = torch.stack([x[row, start:end].mean(0) for row, (start, end) in enumerate(spans.tolist())])
+        expected = torch.softmax(torch.nn.functional.gelu(means @ w_in.T) @ w_out.T, dim=-1)
+        # Pooled before dropout: the same gates in training and in generation.
+        torch.testing.assert_close(gates, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_command_line_counts_match_the_applied_adapter(tiny_qwen, capsys) -> None:
+    from pac_lora.__main__ import main
+
+    for scope in SCOPES:
+        assert main([str(tiny_qwen), "--router-scope", scope]) == 0
+        out = capsys.readouterr().out
+        summary = parameter_summary(apply_pac_lora(load_base_model(tiny_qwen)[0], PACLoraConfig(router_scope=scope)))
+        assert f"experts {summary.experts:,}  routers {summary.routers:,}" in out
+
+
+def test_command_line_rejects_a_directory_without_a_model(tmp_path, capsys) -> None:
+    from pac_lora.__main__ import main
+
+    assert main([str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
