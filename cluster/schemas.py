@@ -1,0 +1,129 @@
+"""Every Parquet table that flows between stages, declared once.
+
+Stage 1 (crawl) writes `topics`, `posts`, `users`, `history` and `errors`. Times are UTC
+timestamps; Weibo's own times are Beijing time (+08:00) and are converted on parsing. Ids are
+strings: Weibo ids exceed what some readers hold exactly as numbers.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+STRINGS = pa.list_(pa.string())
+
+TOPICS = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),  # the hashtag or keyword, without surrounding '#'
+        pa.field("news", pa.string()),  # the news text the topic is about
+        pa.field("source", pa.string(), nullable=False),  # ai_search | config
+        pa.field("crawled_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# The target posts: what search and AI search found for a topic.
+POSTS = pa.schema(
+    [
+        pa.field("mid", pa.string(), nullable=False),
+        pa.field("bid", pa.string()),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("screen_name", pa.string()),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("topics", STRINGS),  # hashtags in the text, without '#'
+        pa.field("at_users", STRINGS),  # @-mentioned names, without '@'
+        pa.field("location", pa.string()),  # the place tag of the post, if any
+        pa.field("created_at", TIMESTAMP),
+        pa.field("source", pa.string()),  # the client it was posted from
+        pa.field("reposts_count", pa.int64()),
+        pa.field("comments_count", pa.int64()),
+        pa.field("attitudes_count", pa.int64()),
+        pa.field("pics", STRINGS),
+        pa.field("video_url", pa.string()),
+        pa.field("retweet_id", pa.string()),
+        pa.field("user_verified", pa.string()),  # 蓝V | 黄V | 红V | 金V | 普通用户
+        pa.field("region", pa.string()),  # IP region of the post ("北京"), from the region endpoint
+        pa.field("query", pa.string(), nullable=False),  # the topic whose search found it
+        pa.field("found_by", pa.string(), nullable=False),  # search | ai_search
+        pa.field("crawled_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+USERS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("screen_name", pa.string()),
+        pa.field("gender", pa.string()),  # f | m
+        pa.field("description", pa.string()),
+        pa.field("statuses_count", pa.int64()),
+        pa.field("followers_count", pa.int64()),
+        pa.field("follow_count", pa.int64()),
+        pa.field("verified", pa.bool_()),
+        pa.field("verified_type", pa.int32()),
+        pa.field("verified_reason", pa.string()),
+        pa.field("urank", pa.int32()),
+        pa.field("mbrank", pa.int32()),
+        # From the details card (230283<uid>_-_INFO); null when the user does not show them.
+        pa.field("birthday", pa.string()),
+        pa.field("location", pa.string()),
+        pa.field("education", pa.string()),
+        pa.field("company", pa.string()),
+        pa.field("registered", pa.string()),
+        pa.field("sunshine_credit", pa.string()),
+        pa.field("ip_region", pa.string()),
+        pa.field("crawled_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# Users' timeline posts (their history), one row per (user_id, mid).
+HISTORY = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("mid", pa.string(), nullable=False),
+        pa.field("bid", pa.string()),
+        pa.field("text", pa.string(), nullable=False),  # the full text, long posts expanded
+        pa.field("topics", STRINGS),
+        pa.field("at_users", STRINGS),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("source", pa.string()),
+        pa.field("reposts_count", pa.int64()),
+        pa.field("comments_count", pa.int64()),
+        pa.field("attitudes_count", pa.int64()),
+        pa.field("pics", STRINGS),
+        pa.field("video_url", pa.string()),
+        pa.field("is_long_text", pa.bool_()),
+        pa.field("is_pinned", pa.bool_()),
+        pa.field("retweet_id", pa.string()),
+        pa.field("retweet_text", pa.string()),  # the reposted post's text (a repost renders as X + comment)
+        pa.field("retweet_user", pa.string()),
+        pa.field("crawled_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# Every page that failed, whatever the reason; a crawl never stops for one.
+ERRORS = pa.schema(
+    [
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),  # the crawl task kind: search, profile, timeline, ...
+        pa.field("kind", pa.string(), nullable=False),  # parse | http | network | blocked | gave_up
+        pa.field("status", pa.int32()),
+        pa.field("snippet", pa.string()),  # the first characters of the response body
+        pa.field("message", pa.string()),
+        pa.field("time", TIMESTAMP, nullable=False),
+    ]
+)
+
+CRAWL_TABLES: dict[str, pa.Schema] = {
+    "topics": TOPICS,
+    "posts": POSTS,
+    "users": USERS,
+    "history": HISTORY,
+    "errors": ERRORS,
+}
+
+# The columns that identify a row: a table never holds two rows with the same key.
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "topics": ("topic",),
+    "posts": ("query", "mid"),
+    "users": ("user_id",),
+    "history": ("user_id", "mid"),
+}
