@@ -1,0 +1,84 @@
+"""The simulator's one config: corpus size, clock, per-cookie rate limits, faults, address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+HOST_CLASSES = ("search", "mobile", "ajax", "ai")
+FAULT_KINDS = ("malformed_html", "malformed_json", "http_500", "http_502", "http_503", "slow", "truncated")
+LAYOUTS = ("current", "2020")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per cookie and host class: `rate` requests/s on average, `burst` at once.
+
+    The simulator holds burst + 1 tokens: one token of slack for network jitter, so a client that
+    keeps to (rate, burst) exactly is never counted as a violator.
+    """
+
+    rate: float
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1:
+            raise ValueError(f"RateLimit needs rate > 0 and burst >= 1, got {self}")
+
+
+def default_rates() -> dict[str, RateLimit]:
+    # Community-measured paces (shared WEIBO.md §4): ~5-15 s on s.weibo.com, >= 0.5 s on m.weibo.cn.
+    return {
+        "search": RateLimit(0.2, 1),
+        "mobile": RateLimit(2.0, 2),
+        "ajax": RateLimit(2.0, 2),
+        "ai": RateLimit(0.5, 1),
+    }
+
+
+def unlimited_rates() -> dict[str, RateLimit]:
+    """Rates no test client reaches: for round-trip tests that are not about throttling."""
+    return {name: RateLimit(100_000.0, 100_000) for name in HOST_CLASSES}
+
+
+@dataclass
+class SimulatorConfig:
+    seed: int = 0
+    num_topics: int = 3  # the first is the hot topic
+    num_users: int = 100
+    history_posts: tuple[int, int] = (10, 300)  # timeline posts per user, besides their topic posts
+    # Half of the hot topic falls in one hour, 88% of that in Beijing: from ~1140 posts on, a crawl must
+    # slice range -> day -> hour -> province -> city to see them all. No (hour, city) slice may pass 300.
+    hot_topic_posts: int = 1200
+    topic_posts: int = 150  # each other topic
+    search_layout: str = "current"  # current | 2020
+    now: datetime | None = None  # the simulator's clock (frozen); None: the real time, moving
+    rates: dict[str, RateLimit] = field(default_factory=default_rates)
+    flood_rps: float = 10.0  # a violating cookie above this many requests/s gets 414 instead of 418
+    cookies: tuple[str, ...] = ()  # accepted cookies besides those made by new_cookies()
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_delay_s: float = 3.0  # how slow a "slow" fault is
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port
+
+    def __post_init__(self) -> None:
+        low, high = self.history_posts
+        checks = [
+            (self.num_topics >= 1, "num_topics must be >= 1"),
+            (self.num_users >= 2, "num_users must be >= 2"),
+            (0 <= low <= high, "history_posts must be (low, high) with 0 <= low <= high"),
+            (self.hot_topic_posts >= 1 and self.topic_posts >= 1, "topic post counts must be >= 1"),
+            (self.search_layout in LAYOUTS, f"search_layout must be one of {LAYOUTS}"),
+            (set(self.rates) == set(HOST_CLASSES), f"rates must name exactly {HOST_CLASSES}"),
+            (self.flood_rps > 0, "flood_rps must be > 0"),
+            (0.0 <= self.fault_rate <= 1.0, "fault_rate must be in [0, 1]"),
+            (set(self.fault_kinds) <= set(FAULT_KINDS), f"fault_kinds must be among {FAULT_KINDS}"),
+            (self.fault_delay_s >= 0, "fault_delay_s must be >= 0"),
+            (0 <= self.port <= 65535, "port must be in 0..65535"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"SimulatorConfig: {message}")
+        if self.now is not None and self.now.tzinfo is None:
+            self.now = self.now.replace(tzinfo=timezone.utc)
