@@ -25,6 +25,10 @@ log = logging.getLogger("socialalign")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "socialalign") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] in STAGES and argv[1] in STAGES[argv[0]].actions:
+        setup_logging()
+        return STAGES[argv[0]].load_action(argv[1])(argv[2:], prog=f"{prog} {argv[0]} {argv[1]}")
     parser = build_parser(prog)
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:
@@ -43,6 +47,9 @@ def module_main(module: str) -> None:
         sys.exit(main(prog="python -m cluster"))
     stage = stage_for_module(module)
     prog = f"python -m {module}"
+    if len(sys.argv) >= 2 and sys.argv[1] in stage.actions:
+        setup_logging()
+        sys.exit(stage.load_action(sys.argv[1])(sys.argv[2:], prog=f"{prog} {sys.argv[1]}"))
     parser = argparse.ArgumentParser(prog=prog, description=stage.summary, **_help_layout(stage))
     add_stage_arguments(parser, stage)
     args, unknown = parser.parse_known_args()
@@ -123,6 +130,9 @@ def run_stage(stage: Stage, args: argparse.Namespace, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        log.exception("%s failed", stage.name)
+        return EXIT_FAILED
 
 
 def _submit(args: argparse.Namespace, prog: str) -> int:
@@ -194,7 +204,7 @@ def _dest(field: str) -> str:
 
 
 def _help_layout(stage: Stage) -> dict[str, object]:
-    lines = []
+    lines = [f"Also: {stage.name} {name} --help" for name in stage.actions] + [""] * bool(stage.actions)
     for name, default, text in describe_fields(stage.config):
         lines.append(f"  {name} = {default}")
         lines += textwrap.wrap(text, 76, initial_indent="      ", subsequent_indent="      ")

@@ -12,7 +12,8 @@ import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -116,6 +117,8 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
 
 
 def _show_default(field: Any) -> str:
+    if field.is_required():
+        return "(required)"
     default = field.get_default(call_default_factory=True)
     if isinstance(default, BaseModel):
         return "{...}"
@@ -211,7 +214,11 @@ def _walk_values(node: Any) -> Iterable[Any]:
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *get_args(annotation)] if get_origin(annotation) is not None else [annotation]
+    """The model type of a field that holds one model (or None); not of lists or dicts of models."""
+    origin = get_origin(annotation)
+    if origin is not None and origin not in (Union, UnionType):
+        return None
+    candidates = [*get_args(annotation)] if origin is not None else [annotation]
     for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate

@@ -44,6 +44,8 @@ class Stage:
     issue: int
     runner: str | None = None
     flags: tuple[Flag, ...] = field(default=())
+    # Sub-actions with their own arguments (`socialalign crawl export ...`): name -> "module:main(argv, prog)".
+    actions: dict[str, str] = field(default_factory=dict)
 
     @property
     def built(self) -> bool:
@@ -52,8 +54,15 @@ class Stage:
     def load_runner(self) -> Callable[[StageConfig], int]:
         if self.runner is None:
             raise NotImplementedError(self.name)
-        module_name, _, function = self.runner.partition(":")
-        return getattr(importlib.import_module(module_name), function)
+        return _load(self.runner)
+
+    def load_action(self, name: str) -> Callable[..., int]:
+        return _load(self.actions[name])
+
+
+def _load(target: str) -> Callable[..., int]:
+    module_name, _, function = target.partition(":")
+    return getattr(importlib.import_module(module_name), function)
 
 
 STAGES: dict[str, Stage] = {
@@ -65,6 +74,8 @@ STAGES: dict[str, Stage] = {
             CrawlConfig,
             "crawl topics, posts, users and timelines from Weibo into Parquet",
             issue=4,
+            runner="crawl_actors.job:run",
+            actions={"export": "crawl_actors.export:main"},
         ),
         Stage(
             "build-dataset",

@@ -1,0 +1,268 @@
+"""`socialalign crawl`: seed the frontier, run the crawl actors, show progress, merge the tables.
+
+A crawl is resumable: its frontier (Redis, or a Ray actor journaling to `<output>/_frontier`)
+remembers every finished task, and staged rows stay in `<output>/_parts` until merged, so
+running the same config again continues where the last run stopped (crash, `ray.kill`, Ctrl-C,
+or no usable cookie) without refetching finished pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from cluster.config import ConfigError
+from cluster.metrics import gauge
+from cluster.ray_connect import ray_session
+from cluster.stage_configs import CrawlConfig
+from crawl_actors.cookies import CookieJar, PoolSettings, create_cookie_pool
+from crawl_actors.frontier import create_frontier
+from crawl_actors.output import PartWriter, finalize
+from crawl_actors.tasks import BEIJING, CrawlLimits, Endpoints, seed_tasks, user_tasks
+from crawl_actors.worker import CrawlWorker, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class CrawlSummary:
+    rows: dict[str, int]
+    requests: int
+    retries: int
+    errors: int
+    stop_reason: str | None
+    seconds: float
+    output_dir: Path
+
+
+def run(config: CrawlConfig) -> int:
+    """The stage entry point: 0 when every task finished, 1 when it stopped early (resumable)."""
+    try:
+        summary = crawl(config)
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            print(f"socialalign crawl: config error: {line}", file=sys.stderr)
+        return 2
+    print(_describe(summary))
+    return 0 if summary.stop_reason is None else 1
+
+
+def crawl(config: CrawlConfig, progress: bool = True) -> CrawlSummary:
+    """Crawl as `config` says; returns what was kept (always merged, even on an early stop)."""
+    topics = [keyword.strip().strip("#") for keyword in config.keywords if keyword.strip().strip("#")]
+    if not topics and not config.user_ids:
+        raise ConfigError("keywords: give at least one topic to crawl (or user_ids)")
+    jar = load_cookies(config)
+    start, end = _time_range(config)
+    output_dir = config.output_dir.resolve()
+    began = time.monotonic()
+    with ray_session(config.ray):
+        namespace = _namespace(config, output_dir)
+        redis_url = config.redis_url.get_secret_value() if config.redis_url else None
+        pool = create_cookie_pool(_pool_settings(config), jar.ids, redis_url, name=f"{namespace}:cookies")
+        frontier = create_frontier(output_dir, redis_url, namespace)
+        recovered = _call(frontier, "recover")
+        if recovered:
+            log.info("resuming: %d tasks that were in flight go back to the queue", recovered)
+        _seed(frontier, output_dir, topics, start, end, config.sources, config.user_ids, _limits(config))
+        reports, stop_reason = _run_workers(config, jar, pool, frontier, output_dir, progress)
+    counts = finalize(output_dir)
+    for part in counts.skipped_parts:
+        log.error("unreadable staging part left out of the tables: %s", part)
+    return CrawlSummary(
+        rows=counts.rows,
+        requests=sum(r["requests"] for r in reports),
+        retries=sum(r["retries"] for r in reports),
+        errors=sum(r["errors"] for r in reports),
+        stop_reason=stop_reason,
+        seconds=time.monotonic() - began,
+        output_dir=output_dir,
+    )
+
+
+def load_cookies(config: CrawlConfig) -> CookieJar:
+    """Cookies from the `cookies` secret (env SOCIALALIGN_WEIBO_COOKIES) and/or `cookies_file`."""
+    text = config.cookies.get_secret_value() if config.cookies else ""
+    if config.cookies_file is not None:
+        try:
+            text += "\n" + config.cookies_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cookies_file: cannot read {config.cookies_file} ({error.strerror})") from None
+    jar = CookieJar.from_lines(text)
+    if not len(jar):
+        raise ConfigError(
+            "cookies: no Weibo cookie given; set SOCIALALIGN_WEIBO_COOKIES or cookies_file (one cookie per line)"
+        )
+    return jar
+
+
+def _pool_settings(config: CrawlConfig) -> PoolSettings:
+    return PoolSettings(
+        rates={host: (limit.rate, limit.burst) for host, limit in config.rates.items()},
+        backoff_base_s=config.cooldown_s,
+        backoff_max_s=config.cooldown_max_s,
+        max_pause_s=config.max_pause_s,
+    )
+
+
+def _limits(config: CrawlConfig) -> CrawlLimits:
+    since = (
+        datetime.now(timezone.utc) - timedelta(days=config.history_days) if config.history_days is not None else None
+    )
+    return CrawlLimits(
+        max_posts_per_user=config.max_posts_per_user,
+        max_pages_per_user=config.max_pages_per_user,
+        history_since=since,
+        split_at=config.split_at_pages,
+        fetch_details=config.fetch_details,
+        fetch_regions=config.fetch_regions,
+        fetch_long_text=config.fetch_long_text,
+    )
+
+
+def _worker_settings(config: CrawlConfig, output_dir: Path) -> WorkerSettings:
+    return WorkerSettings(
+        output_dir=str(output_dir),
+        endpoints=Endpoints(**config.endpoints.model_dump()),
+        limits=_limits(config),
+        concurrency=config.concurrency_per_actor,
+        lease_s=config.lease_s,
+        max_attempts=config.max_attempts,
+        request_timeout_s=config.request_timeout_s,
+    )
+
+
+def _seed(frontier: Any, output_dir: Path, topics: list[str], start, end, sources, user_ids, limits) -> None:
+    tasks = [task for topic in topics for task in seed_tasks(topic, start, end, sources)]
+    tasks += [task for uid in user_ids for task in user_tasks(uid, limits)]
+    added = _call(frontier, "add", tasks)
+    if added and topics:
+        # The topics themselves, for a crawl without AI search (which also brings the news text).
+        writer = PartWriter(output_dir, "seed")
+        writer.add("topics", [{"topic": topic, "news": None, "source": "config"} for topic in topics])
+        writer.flush()
+    log.info("frontier seeded: %d new tasks for %d topics and %d users", added, len(topics), len(user_ids))
+
+
+def _run_workers(config, jar, pool, frontier, output_dir, progress) -> tuple[list[dict[str, Any]], str | None]:
+    import ray
+
+    remote = ray.remote(CrawlWorker)
+    settings = _worker_settings(config, output_dir)
+    namespace = _namespace(config, output_dir)
+    workers = [
+        remote.options(
+            name=f"{namespace}:crawler-{i}", num_cpus=config.actor_cpus, max_restarts=3, max_task_retries=3,
+            max_concurrency=1000,
+        ).remote(f"crawler-{i}", settings, jar, pool, frontier)
+        for i in range(config.num_actors)
+    ]
+    refs = [worker.run.remote() for worker in workers]
+    stop_reason = None
+    bar = _progress_bar(progress)
+    try:
+        while True:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
+            _show(bar, frontier, workers)
+            if len(ready) == len(refs):
+                break
+    except KeyboardInterrupt:
+        stop_reason = "interrupted (Ctrl-C)"
+        print("\nstopping: letting the crawl actors flush what they hold...", file=sys.stderr)
+        ray.get([worker.stop.remote(stop_reason) for worker in workers])
+    reports = ray.get(refs)
+    if bar is not None:
+        bar.close()
+    stop_reason = stop_reason or next((r["stop_reason"] for r in reports if r["stop_reason"]), None)
+    if stop_reason is None and not _call(frontier, "counts").drained:
+        stop_reason = "the crawl actors stopped with tasks left"
+    return reports, stop_reason
+
+
+def _progress_bar(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=0, unit="page", desc="crawl", dynamic_ncols=True)
+
+
+def _show(bar: Any, frontier: Any, workers: list[Any]) -> None:
+    import ray
+
+    counts = _call(frontier, "counts")
+    for state in ("pending", "leased", "done"):
+        gauge("crawl_frontier_tasks", getattr(counts, state), state=state)
+    if bar is None:
+        return
+    try:
+        reports = ray.get([worker.report.remote() for worker in workers], timeout=5)
+    except Exception:  # a restarting actor must not break the progress display
+        return
+    rows: dict[str, int] = {}
+    for report in reports:
+        for table, n in report["rows"].items():
+            rows[table] = rows.get(table, 0) + n
+    bar.total = counts.seen
+    bar.n = counts.done
+    bar.set_postfix(
+        posts=rows.get("posts", 0), users=rows.get("users", 0), history=rows.get("history", 0),
+        bans=sum(r["expired_reports"] for r in reports), throttled=sum(r["throttled"] for r in reports),
+        errors=sum(r["errors"] for r in reports), refresh=False,
+    )
+    bar.refresh()
+
+
+def _call(frontier: Any, method: str, *args: Any) -> Any:
+    """Run one async frontier call from the (synchronous) driver."""
+
+    async def once() -> Any:
+        try:
+            return await getattr(frontier, method)(*args)
+        finally:
+            close = getattr(frontier, "close", None)
+            if close is not None:
+                await close()
+
+    return asyncio.run(once())
+
+
+def _time_range(config: CrawlConfig) -> tuple[datetime | None, datetime | None]:
+    if "search" not in config.sources:
+        return None, None
+    if config.start is None or config.end is None:
+        raise ConfigError("start, end: searching needs a time range (YYYY-MM-DD[-H], Beijing time)")
+    start, end = _weibo_time(config.start), _weibo_time(config.end)
+    if end <= start:
+        raise ConfigError(f"end: {config.end} is not after start {config.start}")
+    return start, end
+
+
+def _weibo_time(text: str) -> datetime:
+    day, hour = text[:10], text[11:]
+    moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BEIJING)
+    return moment + timedelta(hours=int(hour)) if hour else moment
+
+
+def _namespace(config: CrawlConfig, output_dir: Path) -> str:
+    """Names this crawl's state (Redis keys, Ray actors): from crawl_id, else from the output dir."""
+    crawl_id = config.crawl_id or hashlib.sha1(str(output_dir).encode()).hexdigest()[:10]
+    return f"socialalign:crawl:{crawl_id}"
+
+
+def _describe(summary: CrawlSummary) -> str:
+    rows = ", ".join(f"{name} {count}" for name, count in summary.rows.items())
+    state = "finished" if summary.stop_reason is None else f"stopped early: {summary.stop_reason} (run again to resume)"
+    return (
+        f"crawl {state} in {summary.seconds:.1f}s: {summary.requests} requests, {summary.retries} retries, "
+        f"{summary.errors} errors\n  tables ({rows}) in {summary.output_dir}"
+    )

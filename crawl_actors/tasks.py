@@ -1,0 +1,288 @@
+"""What each crawl task fetches, and what its page yields: rows for the tables and the tasks it leads to.
+
+Pure functions, no I/O: `request_for(task)` builds the request, `handle(task, page)` parses a
+fetched body into a `TaskResult`. Search follows the research crawler: a query whose first page
+shows >= `split_at` pages is not read but re-asked finer (whole range -> days -> hours ->
+provinces -> cities), otherwise its pages are followed up to Weibo's 50-page cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+from crawl_actors import parsers
+from crawl_actors.frontier import Task
+from crawl_actors.regions import PROVINCES, WHOLE_PROVINCE, city_codes
+
+BEIJING = timezone(timedelta(hours=8))
+MAX_SEARCH_PAGES = 50
+HOST_OF = {
+    "search": "search",
+    "ai_search": "ai",
+    "profile": "mobile",
+    "details": "mobile",
+    "timeline": "mobile",
+    "long_text": "mobile",
+    "region": "ajax",
+}
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    search: str = "https://s.weibo.com"
+    mobile: str = "https://m.weibo.cn"
+    ajax: str = "https://weibo.com"
+    ai: str = "https://ai.s.weibo.com"
+
+
+@dataclass(frozen=True)
+class CrawlLimits:
+    max_posts_per_user: int = 200
+    max_pages_per_user: int = 40
+    history_since: datetime | None = None  # keep history posts from this time on
+    split_at: int = 46
+    fetch_details: bool = True
+    fetch_regions: bool = True
+    fetch_long_text: bool = True
+    fetch_users: bool = True
+
+
+@dataclass
+class TaskResult:
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    children: list[Task] = field(default_factory=list)
+    # Problems with parts of the page (e.g. one broken card); the rest of the page still counts.
+    partial_errors: list[parsers.ParseError] = field(default_factory=list)
+
+    def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.setdefault(table, []).extend(rows)
+
+
+def seed_tasks(topic: str, start: datetime | None, end: datetime | None, sources: Iterable[str]) -> list[Task]:
+    """The first tasks of a crawl for one topic (a hashtag is searched as #topic#)."""
+    tasks = []
+    if "search" in sources:
+        if start is None or end is None:
+            raise ValueError("searching needs a time range: set start and end")
+        tasks.append(search_task(topic, start, end, None, None, page=1, level="range"))
+    if "ai_search" in sources:
+        tasks.append(Task("ai_search", f"{topic}|1", {"topic": topic, "page": 1}))
+    return tasks
+
+
+def search_task(
+    topic: str, start: datetime, end: datetime, province: int | None, city: int | None, page: int, level: str
+) -> Task:
+    region = f"{province}:{city}" if province is not None else "all"
+    span = f"{_hour(start)}:{_hour(end)}"
+    params = {"topic": topic, "start": start.isoformat(), "end": end.isoformat(), "province": province,
+              "city": city, "page": page, "level": level}
+    return Task("search", f"{topic}|{span}|{region}|{page}", params)
+
+
+def request_for(task: Task, endpoints: Endpoints, now: datetime) -> tuple[str, dict[str, str]]:
+    """(url, headers without the cookie) for a task."""
+    p = task.params
+    if task.kind == "search":
+        url = (
+            f"{endpoints.search}/weibo?q={quote('#' + p['topic'] + '#')}&scope=ori&suball=1"
+            f"&timescope=custom:{_hour(_dt(p['start']))}:{_hour(_dt(p['end']))}"
+        )
+        if p["province"] is not None:
+            url += f"&region=custom:{p['province']}:{p['city'] or WHOLE_PROVINCE}"
+        if p["page"] > 1:
+            url += f"&page={p['page']}"
+        return url, {"User-Agent": BROWSER_UA, "Referer": f"{endpoints.search}/"}
+    if task.kind == "ai_search":
+        url = f"{endpoints.ai}/web/other/ai/blogs2?dt={int(now.timestamp())}&query={quote(p['topic'])}&page={p['page']}"
+        return url, {"User-Agent": BROWSER_UA, "Referer": f"{endpoints.ai}/"}
+    if task.kind == "region":
+        return f"{endpoints.ajax}/ajax/statuses/show?id={p['bid']}", {"User-Agent": BROWSER_UA,
+                                                                     "Referer": f"{endpoints.ajax}/"}
+    mobile = {"User-Agent": BROWSER_UA, "Referer": f"{endpoints.mobile}/", "X-Requested-With": "XMLHttpRequest"}
+    container = f"{endpoints.mobile}/api/container/getIndex?containerid="
+    if task.kind == "profile":
+        return f"{container}100505{p['uid']}", mobile
+    if task.kind == "details":
+        return f"{container}230283{p['uid']}_-_INFO", mobile
+    if task.kind == "timeline":
+        return f"{container}107603{p['uid']}&page={p['page']}", mobile
+    if task.kind == "long_text":
+        return f"{endpoints.mobile}/statuses/extend?id={p['mid']}", mobile
+    raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+def handle(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    """Parse a fetched body; raises parsers.ParseError / parsers.Blocked for the caller to classify."""
+    handler = _HANDLERS[task.kind]
+    return handler(task, body, url, now, limits)
+
+
+def _search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    p = task.params
+    page = parsers.parse_search_page(body, url, now)
+    result = TaskResult(partial_errors=list(getattr(page, "errors", [])))
+    if page.empty:
+        return result
+    if p["page"] == 1 and page.page_count >= limits.split_at:
+        finer = _split(p)
+        if finer:
+            result.children.extend(finer)
+            return result
+    posts = [{**post, "query": p["topic"], "found_by": "search", "region": None} for post in page.posts]
+    result.add("posts", posts)
+    if page.next_url and p["page"] < MAX_SEARCH_PAGES:
+        start, end = _dt(p["start"]), _dt(p["end"])
+        result.children.append(search_task(p["topic"], start, end, p["province"], p["city"], p["page"] + 1, p["level"]))
+    result.children.extend(_follow_posts(posts, limits))
+    return result
+
+
+def _split(p: dict[str, Any]) -> list[Task]:
+    """The next finer slicing of a search that showed too many pages; [] when it cannot be split.
+
+    A slice only ever yields strictly smaller slices, so splitting always ends (at one city-hour).
+    """
+    topic, start, end, level = p["topic"], _dt(p["start"]), _dt(p["end"]), p["level"]
+    if level == "range" and end - start > timedelta(days=1):
+        return [search_task(topic, a, b, None, None, 1, "day") for a, b in _cuts(start, end, timedelta(days=1))]
+    if level in ("range", "day") and end - start > timedelta(hours=1):
+        return [search_task(topic, a, b, None, None, 1, "hour") for a, b in _cuts(start, end, timedelta(hours=1))]
+    if level in ("range", "day", "hour"):
+        return [search_task(topic, start, end, code, None, 1, "province") for code in PROVINCES]
+    if level == "province":
+        return [search_task(topic, start, end, p["province"], city, 1, "city") for city in city_codes(p["province"])]
+    return []
+
+
+def _cuts(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    cuts, cursor = [], start
+    while cursor < end:
+        cuts.append((cursor, min(cursor + step, end)))
+        cursor += step
+    return cuts
+
+
+def _follow_posts(posts: list[dict[str, Any]], limits: CrawlLimits) -> list[Task]:
+    children: list[Task] = []
+    for post in posts:
+        if limits.fetch_regions and post.get("bid"):
+            children.append(Task("region", post["bid"], {"bid": post["bid"]}))
+        if limits.fetch_users:
+            children.extend(user_tasks(post["user_id"], limits))
+    return children
+
+
+def user_tasks(uid: str, limits: CrawlLimits) -> list[Task]:
+    tasks = [Task("profile", uid, {"uid": uid}), Task("timeline", f"{uid}|1", {"uid": uid, "page": 1, "kept": 0})]
+    if limits.fetch_details:
+        tasks.append(Task("details", uid, {"uid": uid}))
+    return tasks
+
+
+def _ai_search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    p = task.params
+    page = parsers.parse_ai_search(body, url)
+    result = TaskResult()
+    if p["page"] == 1:
+        result.add("topics", [{"topic": p["topic"], "news": page.summary, "source": "ai_search"}])
+    posts = [_ai_post(post, p["topic"]) for post in page.posts]
+    result.add("posts", posts)
+    if page.has_more:
+        result.children.append(Task("ai_search", f"{p['topic']}|{p['page'] + 1}", {**p, "page": p["page"] + 1}))
+    if limits.fetch_users:
+        for post in posts:
+            result.children.extend(user_tasks(post["user_id"], limits))
+    return result
+
+
+def _ai_post(post: dict[str, Any], topic: str) -> dict[str, Any]:
+    return {
+        "mid": post["mid"], "user_id": post["user_id"], "screen_name": post.get("screen_name"),
+        "text": post["text"], "topics": post.get("topics"), "at_users": post.get("at_users"),
+        "query": topic, "found_by": "ai_search",
+    }
+
+
+def _profile(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    result = TaskResult()
+    user = parsers.parse_profile(body, url)
+    if user is not None:
+        result.add("users", [user])
+    return result
+
+
+def _details(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    result = TaskResult()
+    result.add("user_details", [{"user_id": task.params["uid"], **parsers.parse_details(body, url)}])
+    return result
+
+
+def _timeline(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    p = task.params
+    page = parsers.parse_timeline(body, url, now)
+    result = TaskResult()
+    room = limits.max_posts_per_user - p["kept"]
+    kept, reached_old = [], False
+    for post in page.posts:
+        if limits.history_since is not None and post.get("created_at") and post["created_at"] < limits.history_since:
+            # A pinned post may be old while newer ones follow it; only an old regular post ends the history.
+            reached_old = reached_old or not post.get("is_pinned")
+            continue
+        if len(kept) < room:
+            kept.append({**post, "user_id": post.get("user_id") or p["uid"]})
+    result.add("history", kept)
+    if limits.fetch_long_text:
+        wanted = {post["mid"] for post in kept}
+        result.children.extend(
+            Task("long_text", mid, {"mid": mid, "uid": p["uid"]}) for mid in page.needs_long_text if mid in wanted
+        )
+    total = p["kept"] + len(kept)
+    more = not page.end and not reached_old and total < limits.max_posts_per_user
+    if more and p["page"] < limits.max_pages_per_user:
+        next_params = {"uid": p["uid"], "page": p["page"] + 1, "kept": total}
+        result.children.append(Task("timeline", f"{p['uid']}|{p['page'] + 1}", next_params))
+    return result
+
+
+def _long_text(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    result = TaskResult()
+    # The truncated timeline text also lacks the hashtags and @users past the cut: take all three.
+    rich = parsers.parse_long_text(body, url)
+    result.add("long_texts", [{"mid": task.params["mid"], "text": rich.text, "topics": rich.topics,
+                               "at_users": rich.at_users}])
+    return result
+
+
+def _region(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+    result = TaskResult()
+    result.add("regions", [{"bid": task.params["bid"], "region": parsers.parse_region(body, url)}])
+    return result
+
+
+_HANDLERS = {
+    "search": _search,
+    "ai_search": _ai_search,
+    "profile": _profile,
+    "details": _details,
+    "timeline": _timeline,
+    "long_text": _long_text,
+    "region": _region,
+}
+
+
+def _hour(moment: datetime) -> str:
+    local = moment.astimezone(BEIJING)
+    return f"{local:%Y-%m-%d}-{local.hour}"
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)

@@ -1,0 +1,279 @@
+"""A crawl worker: many concurrent aiohttp requests in one Ray actor, through the shared cookie pool.
+
+Each of its `concurrency` loops leases a task, waits for a cookie with capacity on the task's host,
+fetches, classifies the answer, reports the cookie's outcome, stages the rows and queues the tasks
+the page leads to. Rows are flushed to a part file before their tasks are marked done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from cluster.metrics import count
+from crawl_actors import parsers
+from crawl_actors.cookies import NoUsableCookie
+from crawl_actors.frontier import Task
+from crawl_actors.output import PartWriter
+from crawl_actors.tasks import HOST_OF, CrawlLimits, Endpoints, TaskResult, handle, request_for
+
+log = logging.getLogger(__name__)
+
+SNIPPET_CHARS = 200
+THROTTLED = {418, 414}
+EXPIRED = {401, 403, 432}
+NOT_FOUND = {404, 410}
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    output_dir: str
+    endpoints: Endpoints = Endpoints()
+    limits: CrawlLimits = CrawlLimits()
+    concurrency: int = 16
+    lease_s: float = 300.0
+    max_attempts: int = 5
+    max_blocked_attempts: int = 20  # retries of a task whose cookie died under it (not the task's fault)
+    request_timeout_s: float = 20.0
+    flush_every_tasks: int = 50
+    flush_interval_s: float = 5.0
+    idle_poll_s: float = 0.2
+
+
+@dataclass
+class WorkerStats:
+    requests: int = 0
+    tasks_done: int = 0
+    retries: int = 0
+    throttled: int = 0
+    expired_reports: int = 0
+    errors: int = 0
+    rows: Counter = field(default_factory=Counter)
+    status: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a fetch went: what to tell the cookie pool and what to do with the task."""
+
+    cookie: str | None  # "ok" | "throttled" | "expired" | None (not the cookie's business)
+    action: str  # "done" | "retry" | "retry_blocked" | "give_up"
+    result: TaskResult | None = None
+    error_kind: str | None = None
+    message: str = ""
+    snippet: str = ""
+
+
+class StopCrawl(Exception):
+    """No cookie can be used any more; the worker stops and keeps what it has."""
+
+
+class CrawlWorker:
+    def __init__(self, worker_id: str, settings: WorkerSettings, jar: Any, pool: Any, frontier: Any) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self.jar = jar
+        self.pool = pool
+        self.frontier = frontier
+        self.stats = WorkerStats()
+        self.writer = PartWriter(settings.output_dir, worker_id)
+        self.unflushed: list[str] = []
+        self.last_flush = time.monotonic()
+        self.stopping: asyncio.Event | None = None
+        self.stop_reason: str | None = None
+        self.busy = 0
+        self._flush_lock: asyncio.Lock | None = None
+
+    async def run(self) -> dict[str, Any]:
+        """Crawl until the frontier is drained, `stop()` is called, or no cookie is usable."""
+        import aiohttp
+
+        self.stopping = asyncio.Event()
+        if self.stop_reason is not None:
+            self.stopping.set()
+        self._flush_lock = asyncio.Lock()
+        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
+        connector = aiohttp.TCPConnector(limit=self.settings.concurrency)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
+            loops = [asyncio.create_task(self._loop(session)) for _ in range(self.settings.concurrency)]
+            await asyncio.gather(*loops)
+        await self._flush(force=True)
+        return self.report()
+
+    async def stop(self, reason: str = "stopped") -> None:
+        self.stop_reason = self.stop_reason or reason
+        if self.stopping is not None:
+            self.stopping.set()
+
+    def report(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "worker": self.worker_id,
+            "pid": os.getpid(),
+            "requests": s.requests,
+            "tasks_done": s.tasks_done,
+            "retries": s.retries,
+            "throttled": s.throttled,
+            "expired_reports": s.expired_reports,
+            "errors": s.errors,
+            "rows": dict(s.rows),
+            "status": {str(k): v for k, v in s.status.items()},
+            "stop_reason": self.stop_reason,
+        }
+
+    async def _loop(self, session: Any) -> None:
+        while not self.stopping.is_set():
+            tasks = await self.frontier.lease(1, self.settings.lease_s)
+            if not tasks:
+                if await self._finished():
+                    return
+                await self._wait(self.settings.idle_poll_s)
+                continue
+            self.busy += 1
+            try:
+                await self._process(session, tasks[0])
+            except StopCrawl as stop:
+                await self.stop(str(stop))
+            finally:
+                self.busy -= 1
+            await self._flush()
+
+    async def _finished(self) -> bool:
+        """Nothing to lease: flush what this worker holds; done when no task is pending or leased anywhere."""
+        if self.busy:
+            return False
+        await self._flush(force=True)
+        return (await self.frontier.counts()).drained
+
+    async def _process(self, session: Any, task: Task) -> None:
+        host = HOST_OF[task.kind]
+        try:
+            cookie_id = await self.pool.acquire_wait(host)
+        except NoUsableCookie as error:
+            await self.frontier.retry(task)  # not this task's fault; it stays for a resumed crawl
+            raise StopCrawl(error.reason) from error
+        now = datetime.now(timezone.utc)
+        url, headers = request_for(task, self.settings.endpoints, now)
+        outcome = await self._fetch(session, task, url, {**headers, "Cookie": self.jar.header(cookie_id)}, now)
+        if outcome.cookie is not None:
+            await self.pool.report(cookie_id, host, outcome.cookie)
+            if outcome.cookie != "ok":
+                count("crawl_bans", cookie=cookie_id, outcome=outcome.cookie)
+            self.stats.throttled += outcome.cookie == "throttled"
+            self.stats.expired_reports += outcome.cookie == "expired"
+        await self._settle(task, url, outcome)
+
+    async def _fetch(self, session: Any, task: Task, url: str, headers: dict[str, str], now: datetime) -> Outcome:
+        import aiohttp
+
+        self.stats.requests += 1
+        try:
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
+                status = response.status
+                location = response.headers.get("Location", "")
+                body = await response.text(errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            self.stats.status["network"] += 1
+            count("crawl_requests", host=HOST_OF[task.kind], status="network")
+            return Outcome(None, "retry", error_kind="network", message=f"{type(error).__name__}: {error}")
+        self.stats.status[status] += 1
+        count("crawl_requests", host=HOST_OF[task.kind], status=str(status))
+        outcome = self._classify(task, url, status, location, body, now)
+        return outcome if outcome.action == "done" else replace(outcome, snippet=body[:SNIPPET_CHARS])
+
+    def _classify(self, task: Task, url: str, status: int, location: str, body: str, now: datetime) -> Outcome:
+        if status in (301, 302, 303, 307) and ("visitor" in location or "passport" in location):
+            return Outcome("expired", "retry_blocked", error_kind="blocked", message=f"redirected to {location}")
+        if status in THROTTLED or status >= 500:
+            return Outcome("throttled", "retry", error_kind="http", message=f"HTTP {status}")
+        if status in EXPIRED:
+            return Outcome("expired", "retry_blocked", error_kind="blocked", message=f"HTTP {status}: {body[:80]}")
+        if status in NOT_FOUND:
+            return Outcome("ok", "give_up", error_kind="http", message=f"HTTP {status}")
+        if status != 200:
+            return Outcome(None, "retry", error_kind="http", message=f"HTTP {status}")
+        try:
+            result = handle(task, body, url, now, self.settings.limits)
+        except parsers.Blocked as blocked:
+            if blocked.reason == "rate_limited":
+                return Outcome("throttled", "retry", error_kind="http", message="rate limited (page says so)")
+            return Outcome("expired", "retry_blocked", error_kind="blocked", message=blocked.reason)
+        except parsers.ParseError as error:
+            return Outcome("ok", "retry", error_kind="parse", message=str(error))
+        return Outcome("ok", "done", result=result)
+
+    async def _settle(self, task: Task, url: str, outcome: Outcome) -> None:
+        if outcome.action == "done":
+            await self._accept(task, outcome.result)
+            return
+        limit = self.settings.max_blocked_attempts if outcome.action == "retry_blocked" else self.settings.max_attempts
+        if outcome.action == "give_up" or task.attempts + 1 >= limit:
+            self._error(task, url, outcome, final=True)
+            self.unflushed.append(task.id)
+            self.stats.tasks_done += 1
+            return
+        self._error(task, url, outcome, final=False)
+        self.stats.retries += 1
+        count("crawl_retries", kind=task.kind)
+        await self.frontier.retry(task)
+
+    async def _accept(self, task: Task, result: TaskResult) -> None:
+        count("crawl_pages", kind=task.kind)
+        for table, rows in result.rows.items():
+            self.writer.add(table, rows)
+            self.stats.rows[table] += len(rows)
+            count("crawl_rows", len(rows), table=table)
+        for problem in result.partial_errors:
+            self._error_row(task, getattr(problem, "url", ""), "parse", None, getattr(problem, "snippet", ""), str(problem))
+        if result.children:
+            await self.frontier.add(result.children)
+        self.unflushed.append(task.id)
+        self.stats.tasks_done += 1
+
+    def _error(self, task: Task, url: str, outcome: Outcome, final: bool) -> None:
+        kind = "gave_up" if final and outcome.action != "give_up" else outcome.error_kind or "http"
+        attempts = f" after {task.attempts + 1} attempts" if final else f" (attempt {task.attempts + 1}, retrying)"
+        self._error_row(task, url, kind, _status_of(outcome.message), outcome.snippet, outcome.message + attempts)
+
+    def _error_row(self, task: Task, url: str, kind: str, status: int | None, snippet: str, message: str) -> None:
+        self.stats.errors += 1
+        count("crawl_errors", kind=kind)
+        self.writer.add("errors", [{
+            "url": url, "task": task.kind, "kind": kind, "status": status,
+            "snippet": (snippet or "")[:SNIPPET_CHARS], "message": message,
+            "time": datetime.now(timezone.utc),
+        }])
+
+    async def _flush(self, force: bool = False) -> None:
+        due = len(self.unflushed) >= self.settings.flush_every_tasks or (
+            time.monotonic() - self.last_flush >= self.settings.flush_interval_s
+        )
+        if not (force or due) or (not self.unflushed and not self.writer.buffered):
+            return
+        async with self._flush_lock:
+            # Taken together, with no await in between: these rows are exactly those of these tasks.
+            done, self.unflushed = self.unflushed, []
+            batch = self.writer.take()
+            if batch:
+                await asyncio.to_thread(self.writer.flush, batch)
+            await self.frontier.complete(done)
+            self.last_flush = time.monotonic()
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _status_of(message: str) -> int | None:
+    if message.startswith("HTTP "):
+        digits = message[5:8]
+        return int(digits) if digits.isdigit() else None
+    return None
