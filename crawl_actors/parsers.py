@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -106,7 +106,12 @@ def parse_count(text: str | int | None) -> int:
         return 0
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    compact = re.sub(r"[\s,，]", "", str(text))
+    shown = str(text).strip()
+    if shown.isdigit():  # the common case, kept cheap: a search page holds three counts per card
+        return int(shown)
+    if not shown or shown in _COUNT_LABELS:
+        return 0
+    compact = re.sub(r"[\s,，]", "", shown)
     for label in _COUNT_LABELS:
         if compact.startswith(label):
             compact = compact[len(label) :]
@@ -191,7 +196,8 @@ _GATEWAY_REASONS = {"432": "bot_rejected", "418": "rate_limited", "414": "rate_l
 
 
 def is_visitor_page(html: str) -> bool:
-    return any(marker in html for marker in _VISITOR_MARKERS)
+    head = html[:12_000]  # the visitor page is ~9 KB and names itself early; result pages are far larger
+    return any(marker in head for marker in _VISITOR_MARKERS)
 
 
 def raise_if_blocked(body: str, url: str) -> None:
@@ -260,7 +266,10 @@ def _collect(node: LexborNode, out: _RichParts) -> None:
 
 def _collect_link(link: LexborNode, out: _RichParts) -> None:
     inner = _RichParts()
-    _collect(link, inner)
+    if _text_only(link):  # most links (#topic#, @user) hold one text node: no walk needed
+        inner.parts.append(link.text(deep=False) or "")
+    else:
+        _collect(link, inner)
     label = clean_text("".join(inner.parts))
     if _is_ui_link(link, label):
         return
@@ -275,12 +284,19 @@ def _collect_link(link: LexborNode, out: _RichParts) -> None:
     out.parts.extend(inner.parts)
 
 
+def _text_only(node: LexborNode) -> bool:
+    child = node.child
+    return child is not None and child.tag == "-text" and child.next is None
+
+
 def _is_icon(node: LexborNode) -> bool:
     return node.tag == "i" and "wbicon" in (node.attributes.get("class") or "").split()
 
 
 def _is_place_link(link: LexborNode) -> bool:
-    return any((icon.text() or "").strip() == "2" for icon in link.css("i.wbicon"))
+    if _text_only(link):
+        return False
+    return any(node.tag == "i" and _is_icon(node) and (node.text() or "").strip() == "2" for node in link.iter())
 
 
 def _is_ui_link(link: LexborNode, label: str) -> bool:
@@ -301,8 +317,16 @@ def _unique(items: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class _Layout:
     name: str
-    from_selector: str
+    from_class: str  # the block holding the time and source links: div.from (current) or p.from (2020)
     like_selector: str
+
+    @property
+    def card_selector(self) -> str:
+        """Every node a card's fields come from, in one query (one query is far cheaper than ten)."""
+        return (
+            f"div.card-comment, {self.from_class}, p.txt, div.card-act a[action-type], div.media-piclist li img, "
+            "[action-data*='video_src='], div.avator svg, div.info i.icon-vip, div.info a[nick-name]"
+        )
 
 
 _CURRENT = _Layout("current", "div.from", "button span:nth-child(2)")
@@ -343,75 +367,105 @@ def _next_url(tree: LexborHTMLParser, url: str) -> str | None:
 
 
 def _parse_card(card: LexborNode, layout: _Layout, now: datetime) -> dict[str, Any]:
-    box = card.css_first("div.card-comment")  # the forwarded post of a repost
-    time_link, source_link = _from_links(card, layout, box)
+    parts = _card_parts(card, layout)
+    if not parts.from_blocks:
+        raise ValueError(f"no {layout.from_class} block")
+    links = parts.from_blocks[-1].css("a")
+    if not links:
+        raise ValueError(f"{layout.from_class} has no time link")
+    time_link, source_link = links[0], (links[1] if len(links) > 1 else None)
     uid, bid = _uid_bid(time_link.attributes.get("href") or "")
-    user_link = card.css_first("div.info a[nick-name]")
-    rich = _rich_text(_text_node(card, box))
-    actions = _outside(card.css("div.card-act"), box)[0]
+    if not parts.texts:
+        raise ValueError("no p.txt")
+    full = [node for node in parts.texts if node.attributes.get("node-type") == "feed_list_content_full"]
+    rich = _rich_text(full[0] if full else parts.texts[0])
     return {
         "mid": card.attributes["mid"],
         "bid": bid,
         "user_id": uid,
-        "screen_name": user_link.attributes.get("nick-name") if user_link is not None else None,
+        "screen_name": parts.user_link.attributes.get("nick-name") if parts.user_link is not None else None,
         "text": rich.text,
         "topics": rich.topics,
         "at_users": rich.at_users,
         "location": rich.location,
         "created_at": parse_weibo_time(time_link.text(), now),
         "source": (clean_text(source_link.text()) or None) if source_link is not None else None,
-        "reposts_count": parse_count(_required(actions, "a[action-type=feed_list_forward]").text()),
-        "comments_count": parse_count(_required(actions, "a[action-type=feed_list_comment]").text()),
-        "attitudes_count": _like_count(actions, layout),
-        "pics": [_large_pic(img.attributes.get("src") or "") for img in _outside(card.css(
-            "div.media-piclist li img"), box)],
-        "video_url": _video_url(card, box),
-        "retweet_id": _retweet_mid(box) if box is not None else None,
-        "user_verified": _badge(card, box),
+        **_counts(parts.actions, layout),
+        "pics": [_large_pic(img.attributes.get("src") or "") for img in parts.pics],
+        "video_url": parts.video_url,
+        "retweet_id": _retweet_mid(parts.box) if parts.box is not None else None,
+        "user_verified": parts.badge,
     }
 
 
-def _from_links(
-    card: LexborNode, layout: _Layout, box: LexborNode | None
-) -> tuple[LexborNode, LexborNode | None]:
-    """The main post's time link (href .../<uid>/<bid>) and source link, not the forwarded post's."""
-    blocks = _outside(card.css(layout.from_selector), box)
-    if not blocks:
-        raise ValueError(f"no {layout.from_selector} block")
-    links = blocks[-1].css("a")
-    if not links:
-        raise ValueError(f"{layout.from_selector} has no time link")
-    return links[0], links[1] if len(links) > 1 else None
+@dataclass
+class _CardParts:
+    box: LexborNode | None = None  # the forwarded post of a repost; nothing inside it is the card's own
+    from_blocks: list[LexborNode] = field(default_factory=list)
+    texts: list[LexborNode] = field(default_factory=list)
+    actions: dict[str, LexborNode] = field(default_factory=dict)
+    pics: list[LexborNode] = field(default_factory=list)
+    video_url: str | None = None
+    badge: str = ORDINARY_USER
+    user_link: LexborNode | None = None
+
+
+def _card_parts(card: LexborNode, layout: _Layout) -> _CardParts:
+    """Sort the nodes of the card's one combined query by what they are (document order is kept)."""
+    parts = _CardParts()
+    from_tag, from_class = layout.from_class.split(".")
+    for node in card.css(layout.card_selector):
+        tag, attributes = node.tag, node.attributes
+        classes = (attributes.get("class") or "").split()
+        if tag == "div" and "card-comment" in classes and parts.box is None:
+            parts.box = node
+        elif parts.box is not None and _within(node, parts.box):
+            continue
+        elif tag == from_tag and from_class in classes:
+            parts.from_blocks.append(node)
+        elif tag == "p" and "txt" in classes:
+            parts.texts.append(node)
+        elif tag == "a" and "nick-name" in attributes:
+            parts.user_link = parts.user_link or node
+        elif tag == "a" and attributes.get("action-type") in _COUNT_ACTIONS:
+            parts.actions.setdefault(attributes["action-type"], node)
+        elif "video_src=" in (attributes.get("action-data") or ""):
+            parts.video_url = parts.video_url or _video_src(attributes["action-data"])
+        elif tag == "img":
+            parts.pics.append(node)
+        elif tag == "svg" and attributes.get("id") in _SVG_BADGES:
+            parts.badge = _SVG_BADGES[attributes["id"]]
+        elif tag == "i":
+            parts.badge = next((_ICON_BADGES[c] for c in classes if c in _ICON_BADGES), parts.badge)
+    return parts
 
 
 def _uid_bid(href: str) -> tuple[str, str]:
-    parts = urlsplit(href if "//" in href else "//weibo.com" + href).path.strip("/").split("/")
+    path = href.split("?", 1)[0].split("#", 1)[0]
+    path = path.split("//", 1)[1].split("/", 1)[-1] if "//" in path else path
+    parts = path.strip("/").split("/")
     if len(parts) < 2 or not parts[-2].isdigit():
         raise ValueError(f"time link {href!r} is not .../<uid>/<bid>")
     return parts[-2], parts[-1]
 
 
-def _text_node(card: LexborNode, box: LexborNode | None) -> LexborNode:
-    full = _outside(card.css("p[node-type=feed_list_content_full]"), box)
-    if full:
-        return full[0]
-    short = _outside(card.css("p.txt"), box)
-    if not short:
-        raise ValueError("no p.txt")
-    return short[0]
+_COUNT_ACTIONS = {"feed_list_forward": "reposts_count", "feed_list_comment": "comments_count",
+                  "feed_list_like": "attitudes_count"}
 
 
-def _like_count(actions: LexborNode, layout: _Layout) -> int:
-    like = _required(actions, "a[action-type=feed_list_like]")
-    count = like.css_first(layout.like_selector)
-    return parse_count(count.text() if count is not None else None)
-
-
-def _required(node: LexborNode, selector: str) -> LexborNode:
-    found = node.css_first(selector)
-    if found is None:
-        raise ValueError(f"no {selector}")
-    return found
+def _counts(links: dict[str, LexborNode], layout: _Layout) -> dict[str, int]:
+    """The three counts of the action bar."""
+    counts = {}
+    for action, name in _COUNT_ACTIONS.items():
+        link = links.get(action)
+        if link is None:
+            raise ValueError(f"no a[action-type={action}]")
+        if action == "feed_list_like":
+            shown = link.css_first(layout.like_selector)
+            counts[name] = parse_count(shown.text() if shown is not None else None)
+        else:
+            counts[name] = parse_count(link.text())
+    return counts
 
 
 _PIC_PATH = re.compile(r"^(?:https?:)?//([^/]+)/[^/]+/(.+)$")
@@ -424,12 +478,11 @@ def _large_pic(src: str) -> str:
     return f"https://{match[1]}/large/{match[2]}"
 
 
-def _video_url(card: LexborNode, box: LexborNode | None) -> str | None:
-    for node in _outside(card.css("[action-data*='video_src=']"), box):
-        source = parse_qs(node.attributes.get("action-data") or "").get("video_src")
-        if source and source[0]:
-            return "https:" + source[0] if source[0].startswith("//") else source[0]
-    return None
+def _video_src(action_data: str) -> str | None:
+    source = parse_qs(action_data).get("video_src")
+    if not source or not source[0]:
+        return None
+    return "https:" + source[0] if source[0].startswith("//") else source[0]
 
 
 def _retweet_mid(box: LexborNode) -> str:
@@ -441,24 +494,6 @@ def _retweet_mid(box: LexborNode) -> str:
     if marked is not None:
         return marked.attributes["mid"]
     raise ValueError("forwarded post without a mid")
-
-
-def _badge(card: LexborNode, box: LexborNode | None) -> str:
-    for svg in _outside(card.css("div.avator svg"), box):
-        if (badge := _SVG_BADGES.get(svg.attributes.get("id") or "")) is not None:
-            return badge
-    for icon in _outside(card.css("div.info i.icon-vip"), box):
-        for name in (icon.attributes.get("class") or "").split():
-            if name in _ICON_BADGES:
-                return _ICON_BADGES[name]
-    return ORDINARY_USER
-
-
-def _outside(nodes: list[LexborNode], box: LexborNode | None) -> list[LexborNode]:
-    """The nodes that are not inside `box` (the forwarded post of a repost card)."""
-    if box is None:
-        return list(nodes)
-    return [node for node in nodes if not _within(node, box)]
 
 
 def _within(node: LexborNode, box: LexborNode) -> bool:
