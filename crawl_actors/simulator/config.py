@@ -14,8 +14,10 @@ LAYOUTS = ("current", "2020")
 class RateLimit:
     """A token bucket per cookie and host class: `rate` requests/s on average, `burst` at once.
 
-    The simulator holds burst + 1 tokens: one token of slack for network jitter, so a client that
-    keeps to (rate, burst) exactly is never counted as a violator.
+    The simulator's bucket holds burst + max(1, rate x jitter_s) tokens: slack for network and
+    server-side queueing jitter (a request granted on time may arrive late, then land right behind
+    the next one), so a client that keeps to (rate, burst) is never counted as a violator, while
+    one that exceeds the rate for longer than jitter_s is.
     """
 
     rate: float
@@ -55,6 +57,7 @@ class SimulatorConfig:
     now: datetime | None = None  # the simulator's clock (frozen); None: the real time, moving
     rates: dict[str, RateLimit] = field(default_factory=default_rates)
     flood_rps: float = 10.0  # a violating cookie above this many requests/s gets 414 instead of 418
+    jitter_s: float = 0.1  # arrival-time jitter forgiven by the rate limiter (see RateLimit)
     cookies: tuple[str, ...] = ()  # accepted cookies besides those made by new_cookies()
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = FAULT_KINDS
@@ -72,6 +75,7 @@ class SimulatorConfig:
             (self.search_layout in LAYOUTS, f"search_layout must be one of {LAYOUTS}"),
             (set(self.rates) == set(HOST_CLASSES), f"rates must name exactly {HOST_CLASSES}"),
             (self.flood_rps > 0, "flood_rps must be > 0"),
+            (self.jitter_s >= 0, "jitter_s must be >= 0"),
             (0.0 <= self.fault_rate <= 1.0, "fault_rate must be in [0, 1]"),
             (set(self.fault_kinds) <= set(FAULT_KINDS), f"fault_kinds must be among {FAULT_KINDS}"),
             (self.fault_delay_s >= 0, "fault_delay_s must be >= 0"),

@@ -173,7 +173,8 @@ class _Gatekeeper:
             recent.append(now)
             while recent and recent[0] < now - 1.0:
                 recent.popleft()
-            bucket = self.buckets.setdefault((key, kind), _Bucket(limit.rate, limit.burst + 1, now))
+            slack = max(1.0, limit.rate * self.config.jitter_s)
+            bucket = self.buckets.setdefault((key, kind), _Bucket(limit.rate, limit.burst + slack, now))
             if bucket.take(now):
                 return None
             self.violations[key] += 1

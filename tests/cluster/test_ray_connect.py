@@ -36,10 +36,12 @@ def test_a_running_ray_is_reused_and_left_running(ray_local) -> None:
     assert ray.is_initialized()
 
 
-def test_demo_runs_what_exists_and_names_what_does_not(ray_local, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(DemoConfig(size="smoke")) == 0
+def test_demo_runs_what_exists_and_names_what_does_not(ray_local, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo(DemoConfig(size="smoke", out=tmp_path / "demo")) == 0
     out = capsys.readouterr().out
-    assert "[ray]      ok: 4 CPUs" in out and "a task ran on" in out
-    for line in ("[crawl        ] not built yet (issue #4)", "[train        ] not built yet (issue #6)"):
-        assert line in out
-    assert "Demo incomplete: 6 of 6 pipeline stages are not built yet" in out
+    assert "[ray          ] ok: 4 CPUs" in out and "a task ran on" in out
+    crawl_line = next(line for line in out.splitlines() if line.startswith("[crawl"))
+    assert "] ok: 3 topics," in crawl_line and ", 0 rate-limit violations" in crawl_line
+    assert (tmp_path / "demo" / "crawl" / "history" / "part-000.parquet").is_file()
+    assert "[train        ] not built yet (issue #6)" in out
+    assert "Demo incomplete: 5 of 6 pipeline stages are not built yet" in out

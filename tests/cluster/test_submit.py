@@ -156,7 +156,8 @@ def test_submitted_stage_runs_on_the_cluster_with_its_config(ray_head, working_d
     assert "python -m cluster.demo --config configs/demo.yaml ray.address=auto" in output
     assert "a task ran on" in output  # the job's own output, streamed back
     assert "joined Ray at" in output  # it joined the cluster instead of starting its own
-    assert "size=smoke, out=demo-from-job" in output
+    assert "size=smoke, out=" in output and "demo-from-job" in output
+    assert "[crawl        ] ok:" in output  # the stages that exist ran in the job
     assert "SUCCEEDED" in output
     assert open(ray_head["token_path"]).read() not in output
 
