@@ -9,6 +9,7 @@ or no usable cookie) without refetching finished pages.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 import sys
@@ -31,6 +32,7 @@ from crawl_actors.worker import CrawlWorker, WorkerSettings
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+COOKIE_STATE_EVERY = 4  # polls
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,14 @@ def _run_workers(config, jar, pool, frontier, output_dir, progress) -> tuple[lis
     refs = [worker.run.remote() for worker in workers]
     stop_reason = None
     bar = _progress_bar(progress)
+    polls = 0
     try:
         while True:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
             _show(bar, frontier, workers)
+            polls += 1
+            if polls % COOKIE_STATE_EVERY == 0 or len(ready) == len(refs):
+                _export_cookie_states(pool)
             if len(ready) == len(refs):
                 break
     except KeyboardInterrupt:
@@ -222,6 +228,18 @@ def _show(bar: Any, frontier: Any, workers: list[Any]) -> None:
     bar.refresh()
 
 
+def _export_cookie_states(pool: Any) -> None:
+    """One gauge per cookie (by its hash) and state, for the dashboard."""
+    try:
+        statuses = _call(copy.copy(pool), "status")  # a fresh client: each asyncio.run has its own loop
+    except Exception as error:  # the display must never stop the crawl
+        log.debug("cookie states unavailable: %s", error)
+        return
+    for status in statuses:
+        for state in ("ok", "cooling", "dead"):
+            gauge("crawl_cookie_state", 1.0 if status.state == state else 0.0, cookie=status.cookie_id, state=state)
+
+
 def _call(frontier: Any, method: str, *args: Any) -> Any:
     """Run one async frontier call from the (synchronous) driver."""
 
@@ -229,7 +247,7 @@ def _call(frontier: Any, method: str, *args: Any) -> Any:
         try:
             return await getattr(frontier, method)(*args)
         finally:
-            close = getattr(frontier, "close", None)
+            close = getattr(frontier, "close", None) or getattr(frontier, "aclose", None)
             if close is not None:
                 await close()
 
