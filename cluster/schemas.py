@@ -112,6 +112,29 @@ ERRORS = pa.schema(
     ]
 )
 
+# Stage 2 (build-dataset) writes the SFT set: one row per (target post, prompt variant), in alpaca
+# form plus the three prompt parts that pac_lora.build_prompt turns into tokens and spans.
+SFT = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # "<topic>|<user_id>|<mid>|<variant>"
+        pa.field("split", pa.string(), nullable=False),  # train | test (by topic: no topic in both)
+        pa.field("variant", pa.string(), nullable=False),  # full | without_persona | without_history
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("news", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_name", pa.string()),
+        pa.field("mid", pa.string(), nullable=False),  # the target post (its text is `output`)
+        pa.field("instruction", pa.string(), nullable=False),  # user_part + news_part + instruction_part
+        pa.field("input", pa.string(), nullable=False),  # "" (alpaca form, as the research set)
+        pa.field("output", pa.string(), nullable=False),  # what the user really posted
+        pa.field("user_part", pa.string(), nullable=False),
+        pa.field("news_part", pa.string(), nullable=False),
+        pa.field("instruction_part", pa.string(), nullable=False),
+        pa.field("persona", pa.string()),
+        pa.field("history_mids", STRINGS),  # the retrieved history posts, most relevant first
+    ]
+)
+
 CRAWL_TABLES: dict[str, pa.Schema] = {
     "topics": TOPICS,
     "posts": POSTS,

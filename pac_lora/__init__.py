@@ -17,7 +17,17 @@ from pac_lora.model import (
     parameter_summary,
     save_adapter,
 )
-from pac_lora.prompt import SYSTEM_PROMPT, PromptEncoding, PromptTooLong, build_prompt, collate
+from pac_lora.prompt import (
+    SYSTEM_PROMPT,
+    VARIANTS,
+    PromptEncoding,
+    PromptParts,
+    PromptTooLong,
+    build_prompt,
+    collate,
+    format_history_post,
+    research_prompt_parts,
+)
 from pac_lora.tiny import build_tiny_checkpoint, load_base_model, train_tokenizer
 
 __all__ = [
@@ -26,16 +36,20 @@ __all__ = [
     "PACLoraModel",
     "ParameterSummary",
     "PromptEncoding",
+    "PromptParts",
+    "VARIANTS",
     "PromptTooLong",
     "adapter_parameter_counts",
     "apply_pac_lora",
     "build_prompt",
     "build_tiny_checkpoint",
     "collate",
+    "format_history_post",
     "load_adapter",
     "load_base_model",
     "load_research_adapter",
     "parameter_summary",
+    "research_prompt_parts",
     "save_adapter",
     "train_tokenizer",
 ]

@@ -18,6 +18,56 @@ IGNORE_INDEX = -100
 _PLACEHOLDER = "\u0000PAC_LORA_CONTENT\u0000"
 
 
+VARIANTS = ("full", "without_persona", "without_history")
+_CHINESE_NUMBERS = "零一两三四五六七八九十"
+_REFERENCES = {"full": "历史博文、用户画像", "without_persona": "历史博文", "without_history": "用户画像"}
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """The research prompt's user message in its three parts (their concatenation is the message)."""
+
+    user_part: str
+    news_part: str
+    instruction_part: str
+
+    @property
+    def instruction(self) -> str:
+        return self.user_part + self.news_part + self.instruction_part
+
+
+def format_history_post(text: str, retweet_text: str | None = None) -> str:
+    """A history post as the research prompt shows it; a repost shows what was reposted."""
+    return f"你转发了微博: {retweet_text}, 并评论说: {text}" if retweet_text else text
+
+
+def research_prompt_parts(
+    user_name: str, history: list[str], persona: str | None, news: str, topic: str, variant: str = "full"
+) -> PromptParts:
+    """The SocialAlign research prompt (DESIGN.md) for one user and one news item, split into parts.
+
+    `history` holds the retrieved posts already formatted (`format_history_post`); `variant` is
+    full | without_persona | without_history (the research ablations).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    user = f"你的用户名为{user_name}, "
+    if variant != "without_history":
+        count = _CHINESE_NUMBERS[len(history)] if len(history) <= 10 else str(len(history))
+        user += f"以下是你的{count}条历史博文: \n" + "".join(f"{i}. {post}\n" for i, post in enumerate(history, 1))
+    if variant != "without_persona":
+        user += "以下是你的用户画像：\n" + (persona or "").strip() + "\n"
+    news_part = f"现在你看到了一则新闻: \n{news.strip()}\n关于这个新闻的hashtag #{topic}# 登上了微博热搜"
+    instruction = (
+        f"，请发一条关于hashtag #{topic}# 的微博，请注意：\n"
+        f"    - 可以参考你的个人信息、{_REFERENCES[variant]}和这则新闻，用自己的风格和立场发表观点\n"
+        "    - 这条微博的长度应与你的历史博文相似\n"
+        "    - 不要强行参考历史信息\n"
+        "    - 仅输出你发表的微博内容"
+    )
+    return PromptParts(user, news_part, instruction)
+
+
 class PromptTooLong(ValueError):
     """The prompt alone does not fit in max_length tokens."""
 

@@ -158,3 +158,32 @@ def test_collated_tensors_are_long(qwen) -> None:
     _, tokenizer = qwen
     batch = collate(encode(tokenizer), tokenizer.pad_token_id)
     assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_research_prompt_parts_follow_the_research_wording() -> None:
+    from pac_lora import format_history_post, research_prompt_parts
+
+    history = [format_history_post(f"历史{i}") for i in range(4)] + [format_history_post("支持", "奥运会开幕")]
+    full = research_prompt_parts("小明", history, "1. 兴趣：体育", "北京发布新政。", "北京新政")
+    assert full.user_part.startswith("你的用户名为小明, 以下是你的五条历史博文: \n1. 历史0\n")
+    assert "5. 你转发了微博: 奥运会开幕, 并评论说: 支持\n以下是你的用户画像：\n1. 兴趣：体育\n" in full.user_part
+    assert full.news_part == "现在你看到了一则新闻: \n北京发布新政。\n关于这个新闻的hashtag #北京新政# 登上了微博热搜"
+    assert full.instruction_part.startswith("，请发一条关于hashtag #北京新政# 的微博，请注意：")
+    assert full.instruction == full.user_part + full.news_part + full.instruction_part
+    no_persona = research_prompt_parts("小明", history, "1. 兴趣：体育", "新闻", "t", "without_persona")
+    no_history = research_prompt_parts("小明", history, "1. 兴趣：体育", "新闻", "t", "without_history")
+    assert "用户画像" not in no_persona.user_part and "历史博文" in no_persona.user_part
+    assert "历史博文:" not in no_history.user_part and "用户画像" in no_history.user_part
+    assert "参考你的个人信息、用户画像和这则新闻" in no_history.instruction_part
+    with pytest.raises(ValueError, match="variant: expected one of"):
+        research_prompt_parts("小明", history, None, "新闻", "t", "no_news")
+
+
+def test_research_parts_give_spans_over_the_user_and_news_parts(qwen) -> None:
+    from pac_lora import research_prompt_parts
+
+    _, tokenizer = qwen
+    parts = research_prompt_parts("小明", ["今天天气不错"], "积极", "北京发布新政。", "北京新政")
+    enc = build_prompt(tokenizer, parts.user_part, parts.news_part, parts.instruction_part, "支持！")
+    assert tokenizer.decode(enc.input_ids[slice(*enc.news_span)]).startswith("现在你看到了一则新闻")
+    assert tokenizer.decode(enc.input_ids[slice(*enc.user_span)]).startswith("你的用户名为小明")
