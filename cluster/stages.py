@@ -83,6 +83,7 @@ STAGES: dict[str, Stage] = {
             DatasetConfig,
             "clean, retrieve, extract personas and build the SFT set (Ray Data)",
             issue=5,
+            runner="dataset_jobs.job:run",
             flags=(
                 Flag("--steps", "steps", "comma-separated subset of clean,retrieve,persona,sft", kind="csv"),
             ),
@@ -93,6 +94,7 @@ STAGES: dict[str, Stage] = {
             TrainConfig,
             "fine-tune PAC-LoRA or the LoRA baseline (Ray Train + DeepSpeed)",
             issue=6,
+            runner="train_jobs.job:run",
         ),
         Stage(
             "serve",
@@ -100,6 +102,7 @@ STAGES: dict[str, Stage] = {
             ServeConfig,
             "serve micro/macro prediction and an OpenAI-compatible API (Ray Serve)",
             issue=7,
+            runner="serve.app:run",
         ),
         Stage(
             "predict",

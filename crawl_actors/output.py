@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,9 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
+from cluster.parquet import atomic_write_parquet, read_parts, read_table_dir, write_table_dir
 from cluster.schemas import CRAWL_TABLES, ERRORS, HISTORY, POSTS, PRIMARY_KEYS, STRINGS, TIMESTAMP, TOPICS, USERS
 
 log = logging.getLogger(__name__)
@@ -99,14 +97,6 @@ class PartWriter:
         atomic_write_parquet(arrow, directory / f"{self.prefix}-{self.sequence:06d}.parquet")
 
 
-def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    pq.write_table(table, temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
 @dataclass(frozen=True)
 class FinalCounts:
     rows: dict[str, int]
@@ -117,7 +107,7 @@ def finalize(output_dir: str | os.PathLike[str]) -> FinalCounts:
     """Merge all staging parts into `<output>/<table>/` for topics, posts, users, history and errors."""
     output_dir = Path(output_dir)
     skipped: list[str] = []
-    staged = {name: _read_parts(output_dir / PARTS_DIR / name, schema, skipped) for name, schema in STAGING.items()}
+    staged = {name: read_parts(output_dir / PARTS_DIR / name, schema, skipped) for name, schema in STAGING.items()}
     tables = {
         "topics": _final_topics(staged["topics"]),
         "posts": _final_posts(staged["posts"], staged["regions"]),
@@ -126,27 +116,13 @@ def finalize(output_dir: str | os.PathLike[str]) -> FinalCounts:
         "errors": staged["errors"],
     }
     for name, table in tables.items():
-        _replace_table_dir(output_dir / name, _files_for(name, table.cast(CRAWL_TABLES[name])))
+        write_table_dir(output_dir / name, _files_for(name, table.cast(CRAWL_TABLES[name])))
     return FinalCounts({name: table.num_rows for name, table in tables.items()}, skipped)
 
 
 def read_table(output_dir: str | os.PathLike[str], name: str) -> pa.Table:
     """A finalized crawl table (empty with its schema when the crawl produced none)."""
-    directory = Path(output_dir) / name
-    if not directory.is_dir():
-        return CRAWL_TABLES[name].empty_table()
-    return ds.dataset(directory, format="parquet", schema=CRAWL_TABLES[name]).to_table()
-
-
-def _read_parts(directory: Path, schema: pa.Schema, skipped: list[str]) -> pa.Table:
-    pieces = []
-    for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
-        try:
-            pieces.append(pq.read_table(path, schema=schema))
-        except (pa.ArrowInvalid, OSError) as error:
-            log.error("skipping unreadable part %s: %s", path, error)
-            skipped.append(str(path))
-    return pa.concat_tables(pieces) if pieces else schema.empty_table()
+    return read_table_dir(Path(output_dir) / name, CRAWL_TABLES[name])
 
 
 def _latest(table: pa.Table, keys: tuple[str, ...], rank: pa.Array | None = None) -> pa.Table:
@@ -219,18 +195,6 @@ def _files_for(name: str, table: pa.Table) -> dict[str, pa.Table]:
         bucket = pa.array([zlib.crc32(uid.encode()) % buckets for uid in ids], pa.int32())
         return {f"bucket-{b:03d}.parquet": table.filter(pc.equal(bucket, b)) for b in range(buckets)}
     return {"part-000.parquet": table}
-
-
-def _replace_table_dir(target: Path, files: dict[str, pa.Table]) -> None:
-    fresh = target.with_name(f".{target.name}.new-{secrets.token_hex(4)}")
-    fresh.mkdir(parents=True)
-    for filename, table in files.items():
-        atomic_write_parquet(table, fresh / filename)
-    old = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(fresh, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _to_arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> tuple[pa.Table, list[tuple[dict[str, Any], str]]]:

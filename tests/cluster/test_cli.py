@@ -67,10 +67,12 @@ def test_unbuilt_stage_says_so_and_exits_2(name: str, capsys: pytest.CaptureFixt
     assert f"issue #{STAGES[name].issue}" in err
 
 
+@pytest.mark.skipif(not UNBUILT, reason="every stage is built")
 def test_unbuilt_stage_through_python_m() -> None:
-    result = run_cli(sys.executable, "-m", "train_jobs")
+    stage = STAGES[UNBUILT[0]]
+    result = run_cli(sys.executable, "-m", stage.module)
     assert result.returncode == 2
-    assert "python -m train_jobs: not implemented yet" in result.stderr
+    assert f"python -m {stage.module}: not implemented yet" in result.stderr
 
 
 def print_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
