@@ -112,7 +112,67 @@ ERRORS = pa.schema(
     ]
 )
 
-# Stage 2 (build-dataset) writes the SFT set: one row per (target post, prompt variant), in alpaca
+# Stage 2 (build-dataset): cleaned history, the cases (one per target post), what retrieval picked,
+# the personas, and the SFT set.
+CLEAN_HISTORY = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("mid", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),  # noise patterns removed
+        pa.field("retweet_text", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+CASES = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("news", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_name", pa.string()),
+        pa.field("mid", pa.string(), nullable=False),
+        pa.field("output", pa.string(), nullable=False),  # the target post, cleaned
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+RETRIEVAL = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("mid", pa.string(), nullable=False),  # the case's target post
+        pa.field("history_mids", STRINGS),  # most relevant first
+        pa.field("history_texts", STRINGS),  # as the prompt shows them (a repost shows what it reposted)
+        pa.field("scores", pa.list_(pa.float64())),
+    ]
+)
+
+PERSONAS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_name", pa.string()),
+        pa.field("persona", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # llm | cache | offline | offline-fallback
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),  # content hash of model + prompt
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("attempts", pa.int32()),
+        pa.field("error", pa.string()),  # why the LLM gave no persona (then the offline one is used)
+    ]
+)
+
+PERSONA_CACHE = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("persona", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+    ]
+)
+
+# The SFT set: one row per (target post, prompt variant), in alpaca
 # form plus the three prompt parts that pac_lora.build_prompt turns into tokens and spans.
 SFT = pa.schema(
     [

@@ -1,0 +1,141 @@
+"""A local OpenAI-compatible chat server for demos, tests and benchmarks: deterministic answers,
+configurable latency, injected 429 / 500 / timeouts, and a count of every call.
+
+    with FakeLLM(FakeLLMConfig(latency_s=0.1)).running() as llm:
+        client = openai.OpenAI(base_url=llm.base_url, api_key="x")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+MODEL = "fake-persona-1"
+
+
+@dataclass
+class FakeLLMConfig:
+    latency_s: float = 0.0
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_timeout: float = 0.0
+    timeout_delay_s: float = 5.0  # how long a "timeout" answer hangs (longer than the client waits)
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass
+class CallLog:
+    total: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    by_prompt: Counter = field(default_factory=Counter)  # sha256 of the user message -> calls
+
+
+class FakeLLM:
+    def __init__(self, config: FakeLLMConfig | None = None) -> None:
+        self.config = config or FakeLLMConfig()
+        self.calls = CallLog()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.config.seed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.base_url = ""
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        """The persona this server gives for a prompt: the same prompt, the same answer."""
+        digest = hashlib.sha256(prompt.encode()).hexdigest()
+        return "\n".join(
+            f"{i}. {facet}：{word}{digest[i * 4:(i + 1) * 4]}"
+            for i, (facet, word) in enumerate(
+                zip(("兴趣话题", "语言风格", "情感基调", "性格特征", "价值观"), ("科技", "幽默", "积极", "乐观", "务实")), 1
+            )
+        )
+
+    @contextmanager
+    def running(self) -> Iterator[FakeLLM]:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self._serve, args=(ready,), daemon=True, name="fake-llm")
+        thread.start()
+        ready.wait()
+        try:
+            yield self
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            thread.join(timeout=10)
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        loop.run_until_complete(site.start())
+        host, port = runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}/v1"
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "local"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+            prompt = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        except (json.JSONDecodeError, KeyError, StopIteration, TypeError):
+            return self._record(web.json_response({"error": {"message": "bad request"}}, status=400), "")
+        fault = self._draw()
+        if fault == "timeout":
+            await asyncio.sleep(self.config.timeout_delay_s)
+        await asyncio.sleep(self.config.latency_s)
+        if fault == "429":
+            return self._record(web.json_response({"error": {"message": "rate limited"}}, status=429), prompt)
+        if fault == "500":
+            return self._record(web.json_response({"error": {"message": "server error"}}, status=500), prompt)
+        content = self.answer(prompt)
+        reply = {
+            "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:12],
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model") or MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(prompt) // 2, "completion_tokens": len(content) // 2,
+                      "total_tokens": len(prompt) // 2 + len(content) // 2},
+        }
+        return self._record(web.json_response(reply), prompt, "timeout" if fault == "timeout" else None)
+
+    def _draw(self) -> str | None:
+        with self._lock:
+            roll = self._rng.random()
+        c = self.config
+        for name, rate in (("429", c.rate_429), ("500", c.rate_500), ("timeout", c.rate_timeout)):
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
+
+    def _record(self, response: web.Response, prompt: str, outcome: str | None = None) -> web.Response:
+        """Count the call; a hung one (the client gave up on it) counts as "timeout", not by its status."""
+        with self._lock:
+            self.calls.total += 1
+            self.calls.by_status[outcome or response.status] += 1
+            self.calls.by_prompt[hashlib.sha256(prompt.encode()).hexdigest()] += 1
+        return response

@@ -1,0 +1,207 @@
+"""One persona per user: five short facets (interests, language style, emotional tone, personality,
+values), through any OpenAI-compatible endpoint, or built offline from the user's own posts.
+
+LLM calls: the research persona prompt; async with at most `concurrency` calls in flight per
+worker and a request-rate cap; 429, 5xx, timeouts and connection errors retried with exponential
+backoff; every answer kept in a content-hash cache (the hash of model + prompt) so a re-run never
+pays twice; token usage recorded per call. A user whose retries run out gets the offline persona
+and is flagged with the reason; the job goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import re
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dataset_jobs.retrieval import tokenize
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = "你是一个微博平台的用户分析师，负责从用户信息和历史博文中抽取用户特征，生成用户画像。"
+USER_PROMPT = (
+    "你的任务是基于以下用户名和该用户的历史博文，生成该用户的详细用户画像。请从以下几个维度进行刻画：\n\n"
+    "1. 兴趣话题：用户关注的主题、喜欢讨论的话题、常提及的领域。\n"
+    "2. 语言风格：用户常用的表达方式、口头禅、语气（如幽默、正式、随意等）。\n"
+    "3. 情感基调：用户在博文中表现出的情感倾向，通常是积极的、消极的还是中立的。\n"
+    "4. 性格特征：用户在博文中体现的性格特征，如乐观、悲观、独立等。\n"
+    "5. 价值观：用户在博文中体现的价值观，如重视环保、关注社会公平等。\n\n"
+    "请根据以上格式带数字标号分项列举，精简地对该用户做用户画像，以便更好地预测该用户对某一新闻话题可能发表的博文。"
+    "每项不超过20字。\n\n"
+    "请注意，不需要预测用户对特定新闻的具体观点；无需提示词，直接输出用户画像即可；不要使用Markdown格式。\n\n"
+    "用户信息：\n用户名：{user_name}\n\n历史博文：\n{history}"
+)
+FACETS = ("兴趣话题", "语言风格", "情感基调", "性格特征", "价值观")
+FACET_CHARS = 20
+OFFLINE_MODEL = "offline"
+
+_POSITIVE = ("好", "棒", "赞", "支持", "喜欢", "开心", "期待", "感动", "厉害", "加油", "点赞", "优秀", "幸福", "满意", "哈哈")
+_NEGATIVE = ("差", "烂", "烦", "失望", "生气", "愤怒", "离谱", "垃圾", "难过", "讨厌", "无语", "坑", "糟", "担心", "吐槽")
+_EMOJI = re.compile(r"\[[^\[\]]{1,8}\]")
+_STOP = set("的了是在我你他她它们这那就都也和与及或而但很还又有没不要会能可以吗呢吧啊呀哦嗯么个一")
+
+
+def persona_prompt(user_name: str, posts: Sequence[str]) -> str:
+    history = "\n".join(f"{i}. {post}" for i, post in enumerate(posts, 1))
+    return USER_PROMPT.format(user_name=user_name, history=history)
+
+
+def cache_key(model: str, prompt: str) -> str:
+    return hashlib.sha256(f"{model}\n{SYSTEM_PROMPT}\n{prompt}".encode()).hexdigest()
+
+
+def offline_persona(user_name: str, posts: Sequence[str]) -> str:
+    """A deterministic persona from the posts alone: top keywords, typical length, sentiment, style."""
+    words = Counter(
+        token for post in posts for token in tokenize(_EMOJI.sub(" ", post))
+        if len(token) >= 2 and not (set(token) & _STOP) and not token.strip("#@ ").isdigit() and token.strip()
+    )
+    keywords = "、".join(word.strip("#") for word, _ in words.most_common(3)) or "日常生活"
+    lengths = [len(post) for post in posts] or [0]
+    typical = int(statistics.median(lengths))
+    tone, lean = _tone(posts)
+    emoji = Counter(e for post in posts for e in _EMOJI.findall(post)).most_common(1)
+    exclaims = sum(post.count("！") + post.count("!") for post in posts) / max(len(posts), 1)
+    style = f"{'爱用' + emoji[0][0] if emoji else '少用表情'}，{'语气强烈' if exclaims >= 1 else '语气平和'}，约{typical}字"
+    personality = {"积极": "乐观开朗", "消极": "直率爱吐槽", "中立": "理性克制"}[tone]
+    values = f"关注{words.most_common(1)[0][0].strip('#') if words else '身边小事'}"
+    facets = (keywords, style, f"{tone}（{lean}）", personality, values)
+    return "\n".join(f"{i}. {name}：{_short(value)}" for i, (name, value) in enumerate(zip(FACETS, facets), 1))
+
+
+def _tone(posts: Sequence[str]) -> tuple[str, str]:
+    positive = sum(post.count(word) for post in posts for word in _POSITIVE)
+    negative = sum(post.count(word) for post in posts for word in _NEGATIVE)
+    total = positive + negative
+    if total == 0:
+        return "中立", "少有情绪词"
+    share = positive / total
+    if share >= 0.6:
+        return "积极", f"正面词占{share:.0%}"
+    if share <= 0.4:
+        return "消极", f"负面词占{1 - share:.0%}"
+    return "中立", "褒贬参半"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= FACET_CHARS else text[: FACET_CHARS - 1] + "…"
+
+
+def normalize_persona(text: str) -> str:
+    """An LLM answer in the research form: numbered lines, no markdown, each facet trimmed."""
+    lines = [re.sub(r"[*#`>]+", "", line).strip() for line in text.strip().splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
+@dataclass(frozen=True)
+class PersonaResult:
+    user_id: str
+    persona: str
+    source: str  # llm | cache | offline | offline-fallback
+    model: str
+    key: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    error: str | None = None
+
+
+class RateLimiter:
+    """At most `rate` call starts per second (this worker's share of the global rate)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_start = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            delay = self.next_start - now
+            self.next_start = max(now, self.next_start) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class PersonaClient:
+    """Personas through an OpenAI-compatible endpoint with bounded concurrency, a rate cap and retries."""
+
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None, concurrency: int, requests_per_second: float | None,
+        timeout_s: float, max_retries: int, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        self.model = model
+        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=0)
+        self.gate = asyncio.Semaphore(concurrency)
+        self.limiter = RateLimiter(requests_per_second)
+        self.max_retries = max_retries
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+
+    async def persona(self, user_id: str, user_name: str, posts: Sequence[str]) -> PersonaResult:
+        prompt = persona_prompt(user_name, posts)
+        key = cache_key(self.model, prompt)
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            async with self.gate:
+                await self.limiter.wait()
+                try:
+                    reply = await self.client.chat.completions.create(
+                        model=self.model,
+                        messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+                    )
+                    text = normalize_persona(reply.choices[0].message.content or "")
+                    if not text:
+                        raise ValueError("empty answer")
+                    usage = reply.usage
+                    return PersonaResult(
+                        user_id, text, "llm", self.model, key,
+                        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0, attempts=attempt + 1,
+                    )
+                except Exception as error:  # classified below: retryable or not
+                    last_error = _describe(error)
+                    if not _retryable(error):
+                        break
+            if attempt < self.max_retries:
+                await asyncio.sleep(self._backoff(attempt))
+        log.warning("persona for user %s failed after %d attempts: %s", user_id, attempt + 1, last_error)
+        return PersonaResult(user_id, offline_persona(user_name, posts), "offline-fallback", OFFLINE_MODEL, key,
+                             attempts=attempt + 1, error=last_error)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_max_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _retryable(error: Exception) -> bool:
+    import openai
+
+    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code == 429 or error.status_code >= 500
+    return isinstance(error, ValueError)  # an empty or unusable answer: ask again
+
+
+def _describe(error: Exception) -> str:
+    status = getattr(error, "status_code", None)
+    return f"{type(error).__name__}{f' {status}' if status else ''}: {str(error)[:160]}"
+
+
+async def personas_for(client: PersonaClient, users: list[dict[str, Any]]) -> list[PersonaResult]:
+    """All users' personas, concurrently (the client bounds the concurrency)."""
+    return await asyncio.gather(*(client.persona(u["user_id"], u["user_name"], u["posts"]) for u in users))
