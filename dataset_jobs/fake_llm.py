@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ class CallLog:
     total: int = 0
     by_status: Counter = field(default_factory=Counter)
     by_prompt: Counter = field(default_factory=Counter)  # sha256 of the user message -> calls
+    first_at: float | None = None  # time.monotonic() of the first and the last answer
+    last_at: float | None = None
 
 
 class FakeLLM:
@@ -135,6 +138,9 @@ class FakeLLM:
     def _record(self, response: web.Response, prompt: str, outcome: str | None = None) -> web.Response:
         """Count the call; a hung one (the client gave up on it) counts as "timeout", not by its status."""
         with self._lock:
+            now = time.monotonic()
+            self.calls.first_at = self.calls.first_at or now
+            self.calls.last_at = now
             self.calls.total += 1
             self.calls.by_status[outcome or response.status] += 1
             self.calls.by_prompt[hashlib.sha256(prompt.encode()).hexdigest()] += 1

@@ -251,7 +251,7 @@ def _persona(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any
         cache_dir.mkdir(parents=True, exist_ok=True)
         rate = endpoint.requests_per_second / config.persona_workers if endpoint.requests_per_second else None
         personas = inputs.map_batches(
-            PersonaWorker, batch_format="pyarrow", batch_size=endpoint.concurrency * 8,
+            PersonaWorker, batch_format="pyarrow", batch_size=endpoint.concurrency * 16,
             compute=ActorPoolStrategy(size=config.persona_workers), num_cpus=0.25,
             fn_constructor_kwargs={
                 "base_url": endpoint.base_url, "model": endpoint.model,

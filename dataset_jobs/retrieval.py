@@ -35,7 +35,6 @@ class DocumentIndex:
     token_docs: np.ndarray  # per token: the post it is in
     token_terms: np.ndarray  # per token: its term id
     doc_lengths: np.ndarray
-    doc_frequency: np.ndarray  # per term: in how many posts it occurs
 
     @classmethod
     def build(cls, documents: list[list[str]]) -> DocumentIndex:
@@ -43,10 +42,7 @@ class DocumentIndex:
         terms = [vocabulary.setdefault(token, len(vocabulary)) for doc in documents for token in doc]
         lengths = np.fromiter((len(doc) for doc in documents), dtype=np.int64, count=len(documents))
         token_docs = np.repeat(np.arange(len(documents)), lengths)
-        token_terms = np.asarray(terms, dtype=np.int64)
-        pairs = np.unique(token_docs * max(len(vocabulary), 1) + token_terms)
-        doc_frequency = np.bincount(pairs % max(len(vocabulary), 1), minlength=len(vocabulary))
-        return cls(vocabulary, token_docs, token_terms, lengths, doc_frequency)
+        return cls(vocabulary, token_docs, np.asarray(terms, dtype=np.int64), lengths)
 
     def scores(self, query_tokens: list[str], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
         n_docs = len(self.doc_lengths)
@@ -56,11 +52,12 @@ class DocumentIndex:
         weight = np.zeros(len(self.vocabulary))
         for token, count in counts.items():
             weight[self.vocabulary[token]] = count
-        df = self.doc_frequency
-        idf = np.log((n_docs - df + 0.5) / (df + 0.5) + 1.0)
+        # Only the query's terms matter: their (post, term) pairs give both tf and df.
         hit = weight[self.token_terms] > 0
         pairs, tf = np.unique(self.token_docs[hit] * len(self.vocabulary) + self.token_terms[hit], return_counts=True)
         docs, terms = pairs // len(self.vocabulary), pairs % len(self.vocabulary)
+        df = np.bincount(terms, minlength=len(self.vocabulary))
+        idf = np.log((n_docs - df + 0.5) / (df + 0.5) + 1.0)
         norm = k1 * (1.0 - b + b * self.doc_lengths[docs] / self.doc_lengths.mean())
         contribution = weight[terms] * idf[terms] * tf * (k1 + 1.0) / (tf + norm)
         return np.bincount(docs, weights=contribution, minlength=n_docs)
