@@ -1,6 +1,5 @@
 """`python -m serve.evaluate`: the evaluate stage, the same entry point as `socialalign evaluate`."""
 
-if __name__ == "__main__":
-    from cluster.cli import module_main
+from cluster.cli import module_main
 
-    module_main("serve.evaluate")
+module_main("serve.evaluate")

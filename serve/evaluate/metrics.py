@@ -1,0 +1,154 @@
+"""Micro metrics (a predicted post against the real one) and macro metrics (a predicted sentiment
+distribution against the real one), as the evaluation reports them.
+
+Micro, on characters (Chinese has no spaces): ROUGE-1/2/L F1, BLEU-4 (uniform weights, brevity
+penalty, add-one smoothing of the 2-4-gram precisions so short posts do not all score zero),
+length ratio (predicted / real characters), sentiment accuracy and macro-F1.
+Macro, over the ordered classes positive, neutral, negative: Jensen-Shannon divergence (natural
+log: 0 for identical, ln 2 for disjoint), KL(real || predicted) with additive smoothing, total
+variation, and earth mover's distance (classes one step apart).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+CLASSES = ("positive", "neutral", "negative")  # ordered: EMD moves mass along this line
+KL_SMOOTHING = 1e-3
+
+
+def _chars(text: str) -> list[str]:
+    return [c for c in text if not c.isspace()]
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _f1(overlap: int, predicted: int, real: int) -> float:
+    if overlap == 0 or predicted == 0 or real == 0:
+        return 0.0
+    precision, recall = overlap / predicted, overlap / real
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_n(prediction: str, reference: str, n: int) -> float:
+    pred, ref = _ngrams(_chars(prediction), n), _ngrams(_chars(reference), n)
+    overlap = sum((pred & ref).values())
+    return _f1(overlap, sum(pred.values()), sum(ref.values()))
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    pred, ref = _chars(prediction), _chars(reference)
+    if not pred or not ref:
+        return 0.0
+    previous = [0] * (len(ref) + 1)
+    for a in pred:
+        current = [0]
+        for j, b in enumerate(ref, 1):
+            current.append(previous[j - 1] + 1 if a == b else max(previous[j], current[j - 1]))
+        previous = current
+    return _f1(previous[-1], len(pred), len(ref))
+
+
+def bleu4(prediction: str, reference: str) -> float:
+    pred, ref = _chars(prediction), _chars(reference)
+    if not pred or not ref:
+        return 0.0
+    log_precision = 0.0
+    for n in range(1, 5):
+        pred_n, ref_n = _ngrams(pred, n), _ngrams(ref, n)
+        matches, total = sum((pred_n & ref_n).values()), sum(pred_n.values())
+        if n == 1:
+            if matches == 0:
+                return 0.0
+            log_precision += math.log(matches / total) / 4
+        else:
+            log_precision += math.log((matches + 1) / (total + 1)) / 4
+    brevity = 1.0 if len(pred) > len(ref) else math.exp(1 - len(ref) / len(pred))
+    return brevity * math.exp(log_precision)
+
+
+def length_ratio(prediction: str, reference: str) -> float:
+    real = len(_chars(reference))
+    return len(_chars(prediction)) / real if real else float("nan")
+
+
+def accuracy(predicted: Sequence[str], real: Sequence[str]) -> float:
+    pairs = [(p, r) for p, r in zip(predicted, real, strict=True) if p in CLASSES and r in CLASSES]
+    return sum(p == r for p, r in pairs) / len(pairs) if pairs else float("nan")
+
+
+def macro_f1(predicted: Sequence[str], real: Sequence[str]) -> float:
+    """Mean F1 over the classes that occur in either sequence (labelled pairs only)."""
+    pairs = [(p, r) for p, r in zip(predicted, real, strict=True) if p in CLASSES and r in CLASSES]
+    present = {c for pair in pairs for c in pair}
+    if not present:
+        return float("nan")
+    scores = []
+    for c in CLASSES:
+        if c not in present:
+            continue
+        tp = sum(p == c and r == c for p, r in pairs)
+        scores.append(_f1(tp, sum(p == c for p, _ in pairs), sum(r == c for _, r in pairs)))
+    return sum(scores) / len(scores)
+
+
+def distribution(labels: Sequence[str]) -> tuple[float, ...]:
+    """Shares of CLASSES among the labelled items (unlabelled ones are left out); uniform if none."""
+    counts = Counter(label for label in labels if label in CLASSES)
+    total = sum(counts.values())
+    if total == 0:
+        return tuple(1 / len(CLASSES) for _ in CLASSES)
+    return tuple(counts[c] / total for c in CLASSES)
+
+
+def kl(p: Sequence[float], q: Sequence[float], smoothing: float = 0.0) -> float:
+    p, q = _smooth(p, smoothing), _smooth(q, smoothing)
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
+    m = [(a + b) / 2 for a, b in zip(p, q)]
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
+    return sum(abs(a - b) for a, b in zip(p, q)) / 2
+
+
+def earth_movers(p: Sequence[float], q: Sequence[float]) -> float:
+    """Mass times distance moved between ordered classes: the L1 distance of the two CDFs."""
+    moved, gap = 0.0, 0.0
+    for a, b in zip(p[:-1], q[:-1]):
+        gap += a - b
+        moved += abs(gap)
+    return moved
+
+
+def macro_metrics(real: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+    return {
+        "js": js_divergence(real, predicted),
+        "kl": kl(real, predicted, KL_SMOOTHING),
+        "tv": total_variation(real, predicted),
+        "emd": earth_movers(real, predicted),
+    }
+
+
+def micro_metrics(prediction: str, reference: str) -> dict[str, float]:
+    return {
+        "rouge1": rouge_n(prediction, reference, 1),
+        "rouge2": rouge_n(prediction, reference, 2),
+        "rougeL": rouge_l(prediction, reference),
+        "bleu4": bleu4(prediction, reference),
+        "length_ratio": length_ratio(prediction, reference),
+    }
+
+
+def _smooth(values: Sequence[float], smoothing: float) -> list[float]:
+    if not smoothing:
+        return list(values)
+    total = sum(values) + smoothing * len(values)
+    return [(v + smoothing) / total for v in values]
