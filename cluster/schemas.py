@@ -195,6 +195,54 @@ SFT = pa.schema(
     ]
 )
 
+# Evaluation: one row per (topic, user, sample) of a method's predictions; and the metrics.
+PREDICTIONS = pa.schema(
+    [
+        pa.field("method", pa.string(), nullable=False),  # the label of this prediction set in reports
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("mid", pa.string(), nullable=False),  # the real post being predicted
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("variant", pa.string()),
+        pa.field("prediction", pa.string(), nullable=False),
+        pa.field("real", pa.string(), nullable=False),  # what the user really posted
+        pa.field("adapter", pa.string()),  # adapter directory or id; null for the base model
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+    ]
+)
+
+SCORED = pa.schema(
+    [
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("mid", pa.string(), nullable=False),
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("predicted_label", pa.string()),
+        pa.field("real_label", pa.string()),
+        pa.field("rouge1", pa.float64()),
+        pa.field("rouge2", pa.float64()),
+        pa.field("rougeL", pa.float64()),
+        pa.field("bleu4", pa.float64()),
+        pa.field("length_ratio", pa.float64()),
+    ]
+)
+
+MACRO = pa.schema(
+    [
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("topic", pa.string(), nullable=False),  # "(mean)" for the average over topics
+        pa.field("real_distribution", pa.list_(pa.float64())),  # positive, neutral, negative
+        pa.field("predicted_distribution", pa.list_(pa.float64())),
+        pa.field("predictions", pa.int64()),
+        pa.field("js", pa.float64()),
+        pa.field("kl", pa.float64()),
+        pa.field("tv", pa.float64()),
+        pa.field("emd", pa.float64()),
+    ]
+)
+
 CRAWL_TABLES: dict[str, pa.Schema] = {
     "topics": TOPICS,
     "posts": POSTS,

@@ -117,6 +117,7 @@ STAGES: dict[str, Stage] = {
             EvaluateConfig,
             "label, score and report prediction sets (micro and macro metrics)",
             issue=8,
+            runner="serve.evaluate.job:run",
             flags=(Flag("--predictions", "predictions", "a prediction Parquet file (repeatable)", kind="append"),),
         ),
         Stage(

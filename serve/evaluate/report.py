@@ -1,0 +1,115 @@
+"""The evaluation report: Markdown tables and PNG plots.
+
+- `distribution-<n>.png` per topic: the real sentiment distribution beside each method's prediction;
+- `methods.png` when several methods are compared: micro and macro metrics side by side.
+Plots name topics T1, T2, ... (the report's table maps them to the topic), so they read the same
+on machines without a CJK font.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from serve.evaluate.metrics import CLASSES
+
+FIGURE_SIZE = (8.0, 4.5)  # inches; at DPI this is 800 x 450 pixels
+DPI = 100
+COLOURS = {"real": "#555555"}
+PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+
+
+def write_report(out: Path, summary: list[dict], macro: list[dict], labeler: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    topics = sorted({row["topic"] for row in macro if row["topic"] != "(mean)"})
+    names = {topic: f"T{i}" for i, topic in enumerate(topics, 1)}
+    methods = [row["method"] for row in summary]
+    plots = [_distribution_plot(out, names[t], t, [row for row in macro if row["topic"] == t], methods)
+             for t in topics]
+    if len(methods) > 1:
+        plots.append(_methods_plot(out, summary))
+    report = out / "report.md"
+    report.write_text(_markdown(summary, macro, names, plots, labeler), encoding="utf-8")
+    return report
+
+
+def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], methods: list[str]) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    series = [("real", rows[0]["real_distribution"], COLOURS["real"])] + [
+        (row["method"], row["predicted_distribution"], PALETTE[methods.index(row["method"]) % len(PALETTE)])
+        for row in rows
+    ]
+    width = 0.8 / len(series)
+    for k, (label, values, colour) in enumerate(series):
+        positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(CLASSES))]
+        axes.bar(positions, values, width=width, label=label, color=colour)
+    axes.set_xticks(range(len(CLASSES)), CLASSES)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("share of posts")
+    axes.set_title(f"{short}: real vs predicted sentiment")
+    axes.legend(loc="upper right", fontsize=8)
+    path = out / f"distribution-{short}.png"
+    _save(figure, path)
+    return path
+
+
+def _methods_plot(out: Path, summary: list[dict]) -> Path:
+    import matplotlib.pyplot as plt
+
+    metrics = ("rouge1", "rougeL", "bleu4", "sentiment_macro_f1", "js", "emd")
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    width = 0.8 / len(summary)
+    for k, row in enumerate(summary):
+        positions = [i + (k - (len(summary) - 1) / 2) * width for i in range(len(metrics))]
+        values = [0.0 if row[m] is None or math.isnan(row[m]) else row[m] for m in metrics]
+        axes.bar(positions, values, width=width, label=row["method"], color=PALETTE[k % len(PALETTE)])
+    axes.set_xticks(range(len(metrics)), [m.replace("sentiment_", "") for m in metrics])
+    axes.set_title("methods compared (higher is better for the first four, lower for js and emd)", fontsize=10)
+    axes.legend(fontsize=8)
+    path = out / "methods.png"
+    _save(figure, path)
+    return path
+
+
+def _save(figure: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    temp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temp, dpi=DPI)  # no bbox="tight": every plot keeps exactly FIGURE_SIZE x DPI pixels
+    plt.close(figure)
+    temp.replace(path)
+
+
+def _markdown(summary: list[dict], macro: list[dict], names: dict[str, str], plots: list[Path], labeler: str) -> str:
+    lines = ["# SocialAlign evaluation", "", f"Sentiment labeller: `{labeler}`.", "", "## Methods", ""]
+    columns = ("predictions", "rouge1", "rouge2", "rougeL", "bleu4", "length_ratio", "sentiment_accuracy",
+               "sentiment_macro_f1", "js", "kl", "tv", "emd")
+    lines += ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row in summary:
+        lines.append(f"| {row['method']} | " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+    lines += ["", "Micro metrics are averaged over predicted posts (ROUGE and BLEU-4 on characters); js, kl, tv "
+              "and emd compare each topic's predicted sentiment distribution with the real one, averaged over "
+              "topics.", "", "## Topics", "", "| topic | name | method | real (pos/neu/neg) | predicted | js | emd |",
+              "|---|---|---|---|---|---|---|"]
+    for row in macro:
+        if row["topic"] == "(mean)":
+            continue
+        lines.append(f"| {names[row['topic']]} | {row['topic']} | {row['method']} | {_dist(row['real_distribution'])} "
+                     f"| {_dist(row['predicted_distribution'])} | {_fmt(row['js'])} | {_fmt(row['emd'])} |")
+    lines += ["", "## Plots", ""] + [f"![{plot.stem}]({plot.name})" for plot in plots] + [""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _dist(values: list[float] | None) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else ""
