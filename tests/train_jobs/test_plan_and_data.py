@@ -1,0 +1,95 @@
+"""The pieces around the loop, without Ray Train: step plan, DeepSpeed config, encoding, collation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from cluster.config import ConfigError, load_config
+from cluster.schemas import SFT
+from cluster.stage_configs import TrainConfig
+from pac_lora import build_prompt
+from train_jobs.data import CollateRows, encode_batch, load_tokenizer, prepare_sft
+from train_jobs.job import run
+from train_jobs.plan import deepspeed_config, plan_steps
+
+from .conftest import TOO_LONG_ID
+
+
+def test_config_defaults_are_the_research_recipe() -> None:
+    config = TrainConfig()
+    assert (config.learning_rate, config.epochs, config.effective_batch_size) == (2e-5, 2, 16)
+    assert (config.warmup_ratio, config.weight_decay, config.max_grad_norm, config.max_length) == (0.1, 0.01, 1.0, 1024)
+    assert (config.method, config.zero_stage, config.precision) == ("pac_lora", 2, "auto")
+
+
+def test_batch_sizes_that_do_not_divide_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"effective_batch_size 16 must be a multiple of .* \(3 x 2\)"):
+        load_config(TrainConfig, overrides=["num_workers=2", "micro_batch_size=3"])
+
+
+def test_step_plan_follows_rows_workers_and_accumulation() -> None:
+    config = TrainConfig(num_workers=2, micro_batch_size=2, effective_batch_size=8, epochs=4)
+    plan = plan_steps(config, rows=41)  # equal shards: 20 rows per worker, one row left out
+    assert (plan.accumulation, plan.micro_batches_per_epoch) == (2, 10)
+    assert (plan.total_steps, plan.warmup_steps, plan.effective_batch_size) == (20, 2, 8)
+    assert plan.position(12) == (2, 4)  # 24 micro-batches: two epochs and 4 into the third
+    assert plan_steps(config.model_copy(update={"max_steps": 7}), rows=41).total_steps == 7
+    research = plan_steps(TrainConfig(epochs=2), rows=1000)
+    assert (research.accumulation, research.total_steps, research.warmup_steps) == (16, 125, math.ceil(12.5))
+    with pytest.raises(ConfigError, match="only 1 usable"):
+        plan_steps(config, rows=1)
+
+
+def test_deepspeed_config_zero_stage_and_precision() -> None:
+    cpu = TrainConfig(zero_stage=3, num_workers=2, micro_batch_size=2, effective_batch_size=8)
+    ds = deepspeed_config(cpu, plan_steps(cpu, rows=40))
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"] == {"enabled": False}
+    assert (ds["train_batch_size"], ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (8, 2, 1.0)
+    assert "optimizer" not in ds and ds["zero_allow_untested_optimizer"]
+    gpu = TrainConfig(use_gpu=True)
+    assert deepspeed_config(gpu, plan_steps(gpu, rows=64))["bf16"] == {"enabled": True}
+
+
+def test_encoding_keeps_one_variant_and_skips_prompts_that_do_not_fit(tiny_model: Path, sft_rows: list[dict]) -> None:
+    table = pa.Table.from_pylist([row for row in sft_rows if row["split"] == "train"], schema=SFT)
+    encoded = encode_batch(table, str(tiny_model), "full", "sequence", max_length=512).to_pylist()
+    assert len(encoded) == 41  # 5 topics x 8 users, plus the long row; other variants dropped
+    skipped = {row["id"]: row["skip_reason"] for row in encoded if row["skip_reason"]}
+    assert list(skipped) == [TOO_LONG_ID] and skipped[TOO_LONG_ID].startswith("prompt too long: prompt is ")
+    row = next(row for row in encoded if not row["skip_reason"])
+    source = next(r for r in sft_rows if r["id"] == row["id"])
+    expected = build_prompt(load_tokenizer(str(tiny_model)), source["user_part"], source["news_part"],
+                            source["instruction_part"], source["output"], max_length=512)
+    assert row["input_ids"] == expected.input_ids and row["labels"] == expected.labels
+    assert all(label == -100 for label in row["labels"][: row["prompt_length"]])
+    assert 0 < row["user_start"] < row["user_end"] <= row["news_start"] < row["news_end"] <= row["prompt_length"]
+
+
+def test_collate_pads_right_and_keeps_spans() -> None:
+    batch = {
+        "input_ids": [[5, 6, 7, 8], [5, 6]],
+        "labels": [[-100, -100, 7, 8], [-100, 6]],
+        "user_start": [0, 0], "user_end": [1, 1], "news_start": [1, 1], "news_end": [2, 2],
+        "prompt_length": [2, 1],
+    }
+    batch = {key: pa.array(value).to_numpy(zero_copy_only=False) for key, value in batch.items()}
+    out = CollateRows(pad_token_id=0)(batch)
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8], [5, 6, 0, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert out["labels"].tolist() == [[-100, -100, 7, 8], [-100, 6, -100, -100]]
+    assert torch.equal(out["news_spans"], torch.tensor([[1, 2], [1, 2]]))
+
+
+def test_missing_sft_split_is_a_config_error(tmp_path: Path, tiny_model: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no Parquet files under .*/train"):
+        prepare_sft(tmp_path, "train", "full", tiny_model, "sequence", 512, 0)
+
+
+def test_stage_refuses_a_base_model_that_is_not_a_local_directory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(TrainConfig(base_model="Qwen/Qwen2.5-7B-Instruct")) == 2
+    assert "base_model: Qwen/Qwen2.5-7B-Instruct is not a local Hugging Face model directory" in capsys.readouterr().err
