@@ -185,6 +185,7 @@ def test_any_override_text_either_loads_or_raises_config_error(value: str) -> No
 @settings(max_examples=40, deadline=None)
 @given(st.integers(min_value=1, max_value=10_000), st.floats(min_value=1e-9, max_value=1.0, allow_nan=False))
 def test_numeric_overrides_round_trip(workers: int, lr: float) -> None:
-    config = load_config(TrainConfig, overrides=[f"num_workers={workers}", f"learning_rate={lr!r}"], environ=NO_ENV)
+    overrides = [f"num_workers={workers}", f"effective_batch_size={2 * workers}", f"learning_rate={lr!r}"]
+    config = load_config(TrainConfig, overrides=overrides, environ=NO_ENV)
     assert config.num_workers == workers
     assert config.learning_rate == pytest.approx(lr)

@@ -1,0 +1,131 @@
+"""Batched generation: one left-padded `generate` per (model, decoding) group, with per-row spans.
+
+Rows of one group share a model and the decoding parameters that `generate` takes once per call;
+max_new_tokens may differ per row: the group runs to the largest and each row is cut to its own
+(a greedy row's first k tokens do not depend on how long the call runs). Left padding keeps
+every row's last prompt token at the end, and `collate` shifts the spans with the padding, so a
+row's greedy output is the same alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pac_lora import (
+    PACLoraConfig,
+    PromptEncoding,
+    collate,
+    load_adapter,
+    load_base_model,
+)
+from serve.protocol import Completion, Sampling
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A servable model: a PAC-LoRA adapter on the shared base weights, or the base model alone."""
+
+    model_id: str
+    model: Any
+    routing: str  # how its prompts' spans are computed ("sequence" or "token")
+    is_adapter: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    model: LoadedModel
+    encoding: PromptEncoding
+    sampling: Sampling
+
+
+def load_base(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """(base model in eval mode, tokenizer) on the device and dtype the config asks for."""
+    resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if dtype == "auto":
+        dtype = "bfloat16" if resolved == "cuda" else "float32"
+    model, tokenizer = load_base_model(path, dtype=getattr(torch, dtype), device=resolved)
+    return model.eval(), tokenizer
+
+
+def load_pac_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
+    """PAC-LoRA from `directory` on a copy of `base` that shares every base weight (only the adapter is new)."""
+    shared = {id(tensor): tensor for tensor in itertools.chain(base.parameters(), base.buffers())}
+    wrapped = load_adapter(copy.deepcopy(base, shared), directory).eval()
+    routing = PACLoraConfig.load(directory).routing
+    return LoadedModel(model_id=model_id, model=wrapped, routing=routing, is_adapter=True)
+
+
+def generate_rows(
+    rows: list[Row], tokenizer: Any, record: Callable[[int, float, str], None] | None = None
+) -> list[Completion]:
+    """Completions for `rows`, in order; one `generate` per group of rows that can share it.
+
+    `record(rows, seconds, model_id)` is told about each generate (for batch-size metrics).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault((id(row.model), row.sampling.group_key()), []).append(index)
+    results: list[Completion | None] = [None] * len(rows)
+    for indices in groups.values():
+        began = time.perf_counter()
+        group = [rows[i] for i in indices]
+        for index, completion in zip(indices, list(_generate_group(group, tokenizer))):
+            results[index] = completion
+        if record is not None:
+            record(len(group), time.perf_counter() - began, group[0].model.model_id)
+    return results  # type: ignore[return-value]
+
+
+def decoding_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "repetition_penalty": sampling.repetition_penalty,
+        "do_sample": not sampling.greedy,
+    }
+    if sampling.greedy:  # unset, so a checkpoint's own sampling defaults cannot leak in
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+    return kwargs
+
+
+def _generate_group(rows: list[Row], tokenizer: Any) -> Iterator[Completion]:
+    loaded = rows[0].model
+    device = next(loaded.model.parameters()).device
+    batch = collate([row.encoding for row in rows], tokenizer.pad_token_id, padding_side="left")
+    inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+    if loaded.is_adapter:
+        inputs.update(user_spans=batch["user_spans"], news_spans=batch["news_spans"])
+    longest = max(row.sampling.max_new_tokens for row in rows)
+    with torch.no_grad():
+        sequences = loaded.model.generate(
+            **inputs, **decoding_kwargs(rows[0].sampling, longest), pad_token_id=tokenizer.pad_token_id
+        )
+    stops = _eos_ids(loaded.model, tokenizer)
+    for row, tokens in zip(rows, sequences[:, inputs["input_ids"].shape[1]:].tolist()):
+        tokens = tokens[: row.sampling.max_new_tokens]
+        stop = next((k for k, token in enumerate(tokens) if token in stops), None)
+        kept = tokens if stop is None else tokens[:stop]
+        yield Completion(
+            text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
+            prompt_tokens=len(row.encoding.input_ids),
+            completion_tokens=len(kept) + (stop is not None),
+            finish_reason="length" if stop is None else "stop",
+        )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return {int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None}

@@ -1,0 +1,395 @@
+"""The Serve application over HTTP, started once for this module (`served`, built by app_builder):
+the API's behaviour, dynamic batching, the `openai` client, a fuzz of the OpenAPI schema, overload.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cluster.schemas import SFT
+
+# -- The API: health, models, auth, validation, limits, micro and macro ------------------------------
+
+USER = {
+    "name": "小明",
+    "history": ["今天天气不错，出去走走。", {"text": "支持", "retweet_text": "加油！"}],
+    "persona": "积极乐观，喜欢科技数码",
+}
+MICRO = {"user": USER, "news": "北京发布了新的交通政策。", "topic": "#北京交通新政#", "decoding": {"temperature": 0}}
+
+
+def micro(model: str | None = None, **changes: object) -> dict:
+    body = {**MICRO, **changes}
+    if model is not None:
+        body["model"] = model
+    return body
+
+
+def detail(response: requests.Response) -> list[dict]:
+    return response.json()["detail"]
+
+
+def test_health_models_and_openapi_are_published(served) -> None:
+    health = served.get("/healthz", token=None)
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ok", "models": ["base", "alpha", "beta"], "default_model": "alpha",
+        "labeler": "placeholder-unlabelled",
+    }
+    assert [m["id"] for m in served.get("/v1/models").json()["data"]] == ["base", "alpha", "beta"]
+    paths = served.get("/openapi.json", token=None).json()["paths"]
+    assert {"/v1/predict/micro", "/v1/predict/macro", "/v1/chat/completions", "/v1/models", "/healthz"} <= set(paths)
+
+
+def test_auth_is_enforced_on_the_api_when_a_token_is_configured(served) -> None:
+    for token in (None, "wrong-token-123456"):
+        for response in (served.get("/v1/models", token=token), served.post("/v1/predict/micro", micro(), token=token)):
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == "Bearer"
+    assert requests.get(served.url + "/v1/models", headers={"Authorization": f"Basic {served.token}"}).status_code == 401
+    assert served.get("/v1/models").status_code == 200
+
+
+def test_micro_prediction_is_labelled_by_the_named_placeholder(served) -> None:
+    response = served.post("/v1/predict/micro", micro(n=2, decoding={"max_new_tokens": 5}))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "alpha" and body["labeler"] == "placeholder-unlabelled" and body["variant"] == "full"
+    assert len(body["predictions"]) == 2
+    for item in body["predictions"]:
+        assert item["sentiment"] == "unlabelled" and item["completion_tokens"] <= 5
+    without_persona = served.post("/v1/predict/micro", micro(user={"name": "无名"})).json()
+    assert without_persona["variant"] == "without_persona"
+
+
+def test_two_adapters_and_the_base_model_answer_differently(served) -> None:
+    texts = {}
+    for model in ("alpha", "beta", "base"):
+        response = served.post("/v1/predict/micro", micro(model, decoding={"temperature": 0, "max_new_tokens": 12}))
+        assert response.status_code == 200, response.text
+        texts[model] = response.json()["predictions"][0]["text"]
+    assert len(set(texts.values())) == 3, texts
+    again = served.post("/v1/predict/micro", micro("alpha", decoding={"temperature": 0, "max_new_tokens": 12}))
+    assert again.json()["predictions"][0]["text"] == texts["alpha"]  # greedy: the same every time
+
+
+def test_invalid_input_gets_field_level_422(served) -> None:
+    cases = [
+        ({**MICRO, "user": {"history": []}}, ["body", "user", "name"]),
+        ({**MICRO, "n": 0}, ["body", "n"]),
+        ({**MICRO, "decoding": {"temperature": 5}}, ["body", "decoding", "temperature"]),
+        ({**MICRO, "unexpected": 1}, ["body", "unexpected"]),
+        ({**MICRO, "topic": "##"}, ["body", "topic"]),
+    ]
+    for body, loc in cases:
+        response = served.post("/v1/predict/micro", body)
+        assert response.status_code == 422, (body, response.text)
+        assert loc in [item["loc"] for item in detail(response)], response.text
+    broken = requests.post(
+        served.url + "/v1/predict/micro", data=b'{"user": "\\ud800"', timeout=30,
+        headers={"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"},
+    )
+    assert broken.status_code == 422
+    surrogate = requests.post(
+        served.url + "/v1/predict/micro", data=b'{"user": {"name": "\\ud800"}, "news": "n", "topic": "t"}', timeout=30,
+        headers={"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"},
+    )
+    assert surrogate.status_code == 422 and detail(surrogate)[0]["loc"] == ["body", "user", "name"]
+
+
+def test_oversize_input_gets_413_naming_the_limit(served) -> None:
+    cases = [
+        (micro(news="新" * 301), "max_text_chars", ["body", "news"]),
+        (micro(user={**USER, "history": ["帖子"] * 6}), "max_history_posts", ["body", "user", "history"]),
+        (micro(n=4), "max_samples_per_request", ["body", "n"]),
+        (micro(decoding={"max_new_tokens": 17}), "max_new_tokens_limit", ["body", "decoding", "max_new_tokens"]),
+        (micro(user={"name": "x", "history": ["长" * 300] * 5, "persona": "p" * 300}, news="新" * 300),
+         "max_prompt_tokens", ["body"]),
+    ]
+    for body, limit, loc in cases:
+        response = served.post("/v1/predict/micro", body)
+        assert response.status_code == 413, (limit, response.text)
+        [item] = detail(response)
+        assert item["ctx"]["limit"] == limit and limit in item["msg"] and item["loc"] == loc
+    users = [{"name": f"u{i}"} for i in range(5)]
+    macro = served.post("/v1/predict/macro", {"news": "n", "topic": "t", "population": {"users": users}})
+    assert macro.status_code == 413 and detail(macro)[0]["ctx"]["limit"] == "max_users_per_request"
+    huge = served.post("/v1/predict/micro", micro(news="x" * 70_000))
+    assert huge.status_code == 413 and detail(huge)[0]["ctx"]["limit"] == "max_request_bytes"
+
+
+def test_unknown_model_is_404(served) -> None:
+    response = served.post("/v1/predict/micro", micro("gamma"))
+    assert response.status_code == 404 and "gamma" in response.json()["detail"]
+
+
+def test_macro_with_users_gives_counts_distribution_and_samples(served) -> None:
+    users = [{"name": "a", "user_id": "1"}, {"name": "b", "persona": "悲观"}, {"name": "c", "history": ["哈哈"]}]
+    body = {"news": "上海暴雨。", "topic": "上海暴雨", "population": {"users": users}, "samples_per_user": 2,
+            "samples_per_class": 2, "return_posts": True, "decoding": {"max_new_tokens": 4}}
+    response = served.post("/v1/predict/macro", body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["users"] == 3 and result["posts"] == 6
+    assert result["counts"] == {"positive": 0, "neutral": 0, "negative": 0, "unlabelled": 6}
+    assert result["distribution"] is None  # the placeholder labels nothing, and says so
+    assert result["labeler"] == "placeholder-unlabelled"
+    assert len(result["samples"]["unlabelled"]) == 2 and result["samples"]["positive"] == []
+    assert [u["user"] for u in result["per_user"]] == ["a", "b", "c"] and result["per_user"][0]["user_id"] == "1"
+    assert all(len(u["predictions"]) == 2 for u in result["per_user"])
+
+
+def test_macro_population_from_an_sft_parquet_under_population_dir(served) -> None:
+    rows = []
+    for i in range(6):
+        for variant in ("full", "without_persona"):
+            rows.append({
+                "id": f"t|{i}|m{i}|{variant}", "split": "test", "variant": variant, "topic": "t", "news": "旧闻",
+                "user_id": str(i), "user_name": f"用户{i}", "mid": f"m{i}", "instruction": "...", "input": "",
+                "output": "真实帖子", "user_part": f"你的用户名为用户{i}, 以下是你的用户画像：\n乐观\n",
+                "news_part": "...", "instruction_part": "...", "persona": "乐观", "history_mids": [],
+            })
+    pq.write_table(pa.Table.from_pylist(rows, schema=SFT), served.population_dir / "sft.parquet")
+    body = {"news": "新闻", "topic": "话题", "population": {"path": "sft.parquet", "sample_size": 3, "seed": 7},
+            "return_posts": True, "decoding": {"max_new_tokens": 4}}
+    response = served.post("/v1/predict/macro", body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["users"] == 3 and len({u["user_id"] for u in result["per_user"]}) == 3
+    whole = served.post("/v1/predict/macro", {**body, "population": {"path": "sft.parquet"}})
+    assert whole.status_code == 413 and "sample_size" in detail(whole)[0]["msg"]
+    for path in ("../outside.parquet", "/etc/passwd", "missing.parquet"):
+        refused = served.post("/v1/predict/macro", {**body, "population": {"path": path}})
+        assert refused.status_code == 422 and detail(refused)[0]["loc"] == ["body", "population", "path"], path
+
+
+# -- Dynamic batching: concurrent requests share batches, and batching changes no greedy output ------
+
+NEWS = ["北京发布了新的交通政策。", "上海暴雨，地铁停运。", "新手机发布会今天举行，价格良心。", "奥运会开幕。"]
+
+
+def varied_request(index: int, model: str) -> dict:
+    user = {"name": f"用户{index}", "history": ["今天天气不错。" * (index % 3 + 1)] * (index % 4), "persona": "乐观" * index}
+    body = {"model": model, "user": user, "news": NEWS[index % 4] * (index % 2 + 1), "topic": f"话题{index}",
+            "decoding": {"temperature": 0, "max_new_tokens": 6 + index % 3}}
+    return body
+
+
+def predict_texts(served, bodies: list[dict], concurrent: bool) -> list[list[str]]:
+    def send(body: dict) -> list[str]:
+        response = served.post("/v1/predict/micro", body)
+        assert response.status_code == 200, response.text
+        return [p["text"] for p in response.json()["predictions"]]
+
+    if not concurrent:
+        return [send(body) for body in bodies]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def test_batched_greedy_outputs_equal_one_by_one(served) -> None:
+    # Different prompt lengths (left padding), adapters and max_new_tokens in one burst.
+    bodies = [varied_request(i, model) for i, model in enumerate(["alpha"] * 4 + ["beta"] * 2 + ["base"] * 2)]
+    before = len(served.generator_stats()["batch_sizes"])
+    together = predict_texts(served, bodies, concurrent=True)
+    during = served.generator_stats()["batch_sizes"][before:]
+    alone = predict_texts(served, bodies, concurrent=False)
+    after = served.generator_stats()["batch_sizes"][before + len(during):]
+    assert together == alone
+    assert max(during) > 1, during  # they did share batches
+    assert after == [1] * len(bodies)  # one by one: batches of one
+
+
+def test_concurrent_requests_are_batched(served) -> None:
+    bodies = [varied_request(i, "alpha") for i in range(8)]
+    before = len(served.generator_stats()["batch_sizes"])
+    predict_texts(served, bodies, concurrent=True)
+    sizes = served.generator_stats()["batch_sizes"][before:]
+    assert sum(sizes) == 8 and max(sizes) > 1, sizes
+    assert len(sizes) < 8, sizes
+
+
+def test_samples_of_one_request_share_a_batch(served) -> None:
+    before = len(served.generator_stats()["batch_sizes"])
+    body = {**varied_request(1, "beta"), "n": 3, "decoding": {"max_new_tokens": 4}}  # research sampling defaults
+    response = served.post("/v1/predict/micro", body)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+    assert served.generator_stats()["batch_sizes"][before:] == [3]
+
+
+# -- The openai client -------------------------------------------------------------------------------
+
+@pytest.fixture()
+def client(served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=served.token, max_retries=0, timeout=60)
+
+
+def test_models_and_chat_completions_through_the_openai_client(client) -> None:
+    assert [model.id for model in client.models.list()] == ["base", "alpha", "beta"]
+    messages = [{"role": "system", "content": "你是一个微博用户。"}, {"role": "user", "content": "说说今天的新闻"}]
+    first = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=8)
+    again = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=8)
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert first.choices[0].finish_reason in ("stop", "length") and first.model == "alpha"
+    assert first.usage.prompt_tokens > 0 and first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+    other = client.chat.completions.create(model="beta", messages=messages, temperature=0, max_tokens=8)
+    assert other.choices[0].message.content != first.choices[0].message.content
+    several = client.chat.completions.create(
+        model="base", messages=messages, n=2, max_tokens=4, extra_body={"top_k": 5, "repetition_penalty": 1.1}
+    )
+    assert [choice.index for choice in several.choices] == [0, 1]
+
+
+def test_streaming_and_errors_through_the_openai_client(client, served) -> None:
+    messages = [{"role": "user", "content": "你好"}]
+    chunks = list(client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=6, stream=True))
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    plain = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=6)
+    assert streamed == plain.choices[0].message.content
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gamma", messages=messages)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=served.url + "/v1", api_key="wrong-key-123", max_retries=0).models.list()
+    with pytest.raises(openai.APIStatusError) as too_long:
+        client.chat.completions.create(model="alpha", messages=messages, max_tokens=17)
+    assert too_long.value.status_code == 413 and too_long.value.code == "max_new_tokens_limit"
+    assert "max_tokens: at most 16 (max_new_tokens_limit)" in too_long.value.body["message"]
+
+
+def test_the_openai_client_reaches_every_endpoint(client, served) -> None:
+    one = client.post("/predict/micro", cast_to=object, body={
+        "model": "beta", "user": {"name": "小明"}, "news": "北京发布新政。", "topic": "北京交通新政", "n": 2,
+    })
+    assert one["model"] == "beta" and len(one["predictions"]) == 2
+    crowd = client.post("/predict/macro", cast_to=object, body={
+        "news": "北京发布新政。", "topic": "北京交通新政", "population": {"users": [{"name": "a"}, {"name": "b"}]},
+    })
+    assert crowd["posts"] == 2 and crowd["labeler"] == "placeholder-unlabelled"
+    root = openai.OpenAI(base_url=served.url, api_key=served.token, max_retries=0)
+    assert root.get("/healthz", cast_to=object)["status"] == "ok"
+
+
+# -- Property-based fuzz of the published OpenAPI schema: no request body ever gets a 5xx -------------
+# Bodies are drawn from each POST endpoint's request schema (as /openapi.json publishes it), then
+# some are broken on purpose: a field replaced by arbitrary JSON, a required field dropped, an
+# unknown field added, or a body that is arbitrary JSON altogether.
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def from_schema(schema: dict[str, Any], components: dict[str, Any]) -> st.SearchStrategy:
+    """Values valid for a JSON schema (the subset FastAPI/pydantic emit), kept small."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return st.deferred(lambda: from_schema(components[name], components))
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return st.one_of([from_schema(option, components) for option in schema[key]])
+    if "allOf" in schema:
+        return from_schema(schema["allOf"][0], components)
+    if "const" in schema:
+        return st.just(schema["const"])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "string":
+        low = schema.get("minLength", 0)
+        return st.text(min_size=low, max_size=max(low, 12))
+    if kind == "integer":
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -11) + 1)
+        return st.integers(min_value=low, max_value=min(schema.get("maximum", low + 5), low + 5))
+    if kind == "number":
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -10.0))
+        high = schema.get("maximum", schema.get("exclusiveMaximum", low + 10.0))
+        return st.floats(min_value=low, max_value=high, allow_nan=False,
+                         exclude_min="exclusiveMinimum" in schema, exclude_max="exclusiveMaximum" in schema)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    if kind == "array":
+        low = schema.get("minItems", 0)
+        return st.lists(from_schema(schema.get("items", {}), components), min_size=low,
+                        max_size=min(schema.get("maxItems", low + 2), low + 2))
+    if kind == "object" or "properties" in schema:
+        properties = {name: _field(name, sub, components) for name, sub in schema.get("properties", {}).items()}
+        required = set(schema.get("required", []))
+        return st.fixed_dictionaries(
+            {name: value for name, value in properties.items() if name in required},
+            optional={name: value for name, value in properties.items() if name not in required},
+        )
+    return JSON
+
+
+def _field(name: str, schema: dict[str, Any], components: dict[str, Any]) -> st.SearchStrategy:
+    if name == "model":  # mostly served models, so that bodies get past the 404
+        return st.sampled_from(["alpha", "beta", "base"]) | from_schema(schema, components)
+    return from_schema(schema, components)
+
+
+@st.composite
+def broken(draw: st.DrawFn, valid: st.SearchStrategy) -> Any:
+    body = draw(valid)
+    how = draw(st.sampled_from(["replace", "drop", "extra", "anything"]))
+    if how == "anything" or not isinstance(body, dict) or not body:
+        return draw(JSON)
+    key = draw(st.sampled_from(sorted(body)))
+    if how == "replace":
+        return {**body, key: draw(JSON)}
+    if how == "drop":
+        return {k: v for k, v in body.items() if k != key}
+    return {**body, draw(st.text(min_size=1, max_size=8)): draw(JSON)}
+
+
+ENDPOINTS = ["/v1/predict/micro", "/v1/predict/macro", "/v1/chat/completions"]
+
+
+@pytest.fixture(scope="module")
+def openapi(served) -> dict[str, Any]:
+    return served.get("/openapi.json", token=None).json()
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_no_request_body_gets_a_5xx(served, openapi, path: str) -> None:
+    components = openapi["components"]["schemas"]
+    schema = openapi["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    valid = from_schema(schema, components)
+    seen: dict[int, int] = {}
+
+    @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(valid, broken(valid)))
+    def check(body: Any) -> None:
+        response = served.post(path, body)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (body, response.status_code, response.text)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            response.json()
+
+    check()
+    assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0, seen  # both valid and invalid bodies were tried
+
+
+# -- Overload ----------------------------------------------------------------------------------------
+
+def test_overload_answers_503_and_never_crashes(served) -> None:
+    # Api and Generator take 8 requests in flight and queue 8 more; a burst of 48 overflows them.
+    body = micro(decoding={"temperature": 0, "max_new_tokens": 16})
+    with ThreadPoolExecutor(48) as pool:
+        codes = list(pool.map(lambda _: served.post("/v1/predict/micro", body).status_code, range(48)))
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(503) > 0 and codes.count(200) >= 8, codes
+    assert served.post("/v1/predict/micro", body).status_code == 200  # and it recovers
