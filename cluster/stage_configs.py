@@ -297,7 +297,7 @@ class ServeConfig(StageConfig):
         None, description="macro population Parquet paths must lie under it (None: paths refused)"
     )
     labeler: str = Field(
-        "placeholder-unlabelled", description="sentiment labeler: a registered name or module:factory"
+        "offline", description="sentiment labeler: offline | llm-judge | placeholder-unlabelled | module:factory"
     )
     labeler_options: dict[str, object] = Field(default_factory=dict, description="keyword arguments of the labeler")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)

@@ -1,10 +1,10 @@
 """Sentiment labelers for predicted posts: the interface, a placeholder, and a factory by name.
 
 The serve API labels every predicted post through a `Labeler` chosen by `ServeConfig.labeler`:
-a name registered in `LABELERS`, or "package.module:factory" for one defined elsewhere (the
-evaluation stage plugs its offline classifier and LLM judge in this way, without touching the
-app). Until then the default is the placeholder, which labels nothing and says so: every post is
-"unlabelled", and the API reports `labeler: "placeholder-unlabelled"`.
+a name registered in `LABELERS`, or "package.module:factory" for one defined elsewhere. The
+default is "offline" (the evaluation stage's offline Chinese classifier, `serve.evaluate.labelers`);
+"llm-judge" asks an OpenAI-compatible endpoint (options: base_url, model, ...); the placeholder,
+which labels nothing and says so, remains for tests and for serving without any labeller.
 """
 
 from __future__ import annotations
@@ -38,7 +38,23 @@ class PlaceholderLabeler:
         return [UNLABELLED] * len(posts)
 
 
-LABELERS: dict[str, Callable[..., Labeler]] = {PlaceholderLabeler.name: PlaceholderLabeler}
+def _offline(**options: Any) -> Labeler:
+    from serve.evaluate.labelers import OfflineLabeler  # imported on use: it loads its models
+
+    return OfflineLabeler(**options)
+
+
+def _llm_judge(**options: Any) -> Labeler:
+    from serve.evaluate.labelers import LLMJudgeLabeler
+
+    return LLMJudgeLabeler(**options)
+
+
+LABELERS: dict[str, Callable[..., Labeler]] = {
+    "offline": _offline,
+    "llm-judge": _llm_judge,
+    PlaceholderLabeler.name: PlaceholderLabeler,
+}
 
 
 def make_labeler(spec: str, **options: Any) -> Labeler:

@@ -19,7 +19,7 @@ from serve.deploy_config import render
 from serve.population import load_population, resolve_path
 from serve.protocol import Completion, InvalidPrompt, LimitExceeded
 from serve.schemas import MacroRequest, Prediction, User, UserPosts
-from serve.sentiment import Labeler, PlaceholderLabeler, check_labels, make_labeler
+from serve.sentiment import Labeler, check_labels, make_labeler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -153,4 +153,14 @@ def test_serve_config_checks_its_fields() -> None:
         with pytest.raises(ConfigError, match=field):
             load_config(ServeConfig, overrides=[override], environ={})
     assert load_config(ServeConfig, overrides=["adapters={a: /x}", "default_model=a"], environ={}).default_model == "a"
-    assert PlaceholderLabeler().name == ServeConfig().labeler
+    assert ServeConfig().labeler == "offline"  # the evaluation stage's labeller, not the placeholder
+
+
+def test_the_evaluation_labellers_are_registered_for_serving() -> None:
+    from serve.evaluate.labelers import LLMJudgeLabeler, OfflineLabeler
+
+    offline = make_labeler("offline")
+    assert isinstance(offline, OfflineLabeler) and isinstance(offline, Labeler)
+    assert offline.label(["太好了，支持！期待！", "垃圾，太失望了，气死了"]) == ["positive", "negative"]
+    judge = make_labeler("llm-judge", base_url="http://127.0.0.1:9/v1", model="judge")
+    assert isinstance(judge, LLMJudgeLabeler) and judge.name == "llm-judge"
