@@ -192,6 +192,7 @@ SFT = pa.schema(
         pa.field("instruction_part", pa.string(), nullable=False),
         pa.field("persona", pa.string()),
         pa.field("history_mids", STRINGS),  # the retrieved history posts, most relevant first
+        pa.field("history_texts", STRINGS),  # those posts as the prompt shows them
     ]
 )
 

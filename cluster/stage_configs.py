@@ -351,14 +351,22 @@ class ServeConfig(StageConfig):
 class PredictConfig(StageConfig):
     """Evaluation, part 1: predictions for a test split, one row per (topic, user, sample)."""
 
-    test_path: Path = Path("data/dataset/sft/test")
+    test_path: Path = Field(Path("data/dataset/sft/test"), description="SFT Parquet rows to predict (build-dataset)")
+    variant: Literal["full", "without_persona", "without_history"] = Field("full", description="prompt variant")
     output_path: Path = Path("data/predictions/pac_lora.parquet")
     method: str = Field("pac_lora", description="label of this prediction set in reports")
     endpoint: str | None = Field(None, description="URL of a running serve app; None: predict in-process")
+    model: str | None = Field(None, description="with endpoint: the adapter id to ask for (None: the app's default)")
     base_model: str = Field("Qwen/Qwen2.5-7B-Instruct", description="local model directory (in-process)")
-    adapter: str | None = Field(None, description="adapter directory or id; None: base model zero-shot")
+    adapter: str | None = Field(None, description="in-process: PAC-LoRA adapter directory; None: base model zero-shot")
     samples_per_user: int = Field(1, ge=1)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    batch_size: int = Field(8, ge=1, description="rows per generate (in-process) or requests in flight (endpoint)")
+    num_workers: int = Field(1, ge=1, description="in-process: Ray actors holding a model each")
+    use_gpu: bool = Field(False, description="in-process: one GPU per worker")
+    max_rows: int | None = Field(None, ge=1, description="predict only the first N rows (quick checks)")
+    max_length: int = Field(1024, ge=16, description="longest prompt in tokens; longer rows are skipped and counted")
+    auth_token: SecretStr | None = secret("SOCIALALIGN_SERVE_TOKEN", description="bearer token of the serve app")
 
 
 class EvaluateConfig(StageConfig):

@@ -110,6 +110,7 @@ STAGES: dict[str, Stage] = {
             PredictConfig,
             "predict posts for a test split with a given adapter",
             issue=8,
+            runner="serve.predict:run",
         ),
         Stage(
             "evaluate",

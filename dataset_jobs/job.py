@@ -410,7 +410,7 @@ def _sft_batch(batch: pa.Table, cases: Any, personas: Any, splits: dict[str, str
                 "user_name": case["user_name"], "mid": case["mid"], "instruction": parts.instruction, "input": "",
                 "output": case["output"], "user_part": parts.user_part, "news_part": parts.news_part,
                 "instruction_part": parts.instruction_part, "persona": personas.get(case["user_id"]),
-                "history_mids": picked["history_mids"],
+                "history_mids": picked["history_mids"], "history_texts": picked["history_texts"],
             })
     return pa.Table.from_pylist(rows, schema=SFT)
 

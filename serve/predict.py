@@ -1,4 +1,152 @@
-"""`python -m serve.predict`: the predict stage, the same entry point as `socialalign predict`."""
+"""`socialalign predict`: predicted posts for the SFT test rows, one Parquet row per (topic, user,
+sample), with a given adapter or the base model zero-shot.
+
+Two ways, same rows: in-process (Ray Data actors that each hold the model and run one left-padded
+batched `generate` per batch, as the serve app does), or through a running serve app
+(`POST /v1/predict/micro`, which rebuilds the very same research prompt from the row's parts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cluster.parquet import atomic_write_parquet, read_table_dir
+from cluster.ray_connect import ray_session
+from cluster.schemas import PREDICTIONS, SFT
+from cluster.stage_configs import PredictConfig
+
+log = logging.getLogger(__name__)
+
+
+def run(config: PredictConfig) -> int:
+    rows = load_rows(config)
+    if rows.num_rows == 0:
+        print(f"socialalign predict: no {config.variant} rows in {config.test_path} (run socialalign build-dataset)")
+        return 2
+    if config.endpoint:
+        predicted = asyncio.run(predict_via_endpoint(config, rows.to_pylist()))
+    else:
+        if not (Path(config.base_model) / "config.json").is_file():
+            print(f"socialalign predict: base_model {config.base_model} is not a local Hugging Face model directory")
+            return 2
+        with ray_session(config.ray):
+            predicted = predict_in_process(config, rows)
+    table = pa.Table.from_pylist(predicted, schema=PREDICTIONS)
+    config.output_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(table, config.output_path)
+    skipped = rows.num_rows * config.samples_per_user - table.num_rows
+    print(f"predicted {table.num_rows} posts for {rows.num_rows} rows ({config.method})"
+          + (f", {skipped} skipped (prompt too long)" if skipped else "") + f": {config.output_path}")
+    return 0
+
+
+def load_rows(config: PredictConfig) -> pa.Table:
+    table = read_table_dir(config.test_path, SFT)
+    table = table.filter(pc.equal(table["variant"], config.variant)) if table.num_rows else table
+    return table.slice(0, config.max_rows) if config.max_rows else table
+
+
+def predict_in_process(config: PredictConfig, rows: pa.Table) -> list[dict[str, Any]]:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    # Half a CPU on CPU-only machines: Ray Data's own read and collect tasks need the rest.
+    resources = {"num_gpus": 1} if config.use_gpu else {"num_cpus": 0.5}
+    return (
+        ray.data.from_arrow(rows)
+        .map_batches(Predictor, batch_format="pyarrow", batch_size=config.batch_size,
+                     compute=ActorPoolStrategy(size=config.num_workers), fn_constructor_kwargs={"config": config},
+                     **resources)
+        .take_all()
+    )
+
+
+class Predictor:
+    """Holds the base model (and adapter) once; each batch is one batched generate per sample round."""
+
+    def __init__(self, config: PredictConfig) -> None:
+        from serve.engine import LoadedModel, load_base, load_pac_adapter
+        from serve.protocol import Sampling
+
+        self.config = config
+        base, self.tokenizer = load_base(config.base_model)
+        if config.adapter:
+            self.model = load_pac_adapter(base, config.method, config.adapter)
+        else:
+            self.model = LoadedModel(config.method, base, routing="sequence", is_adapter=False)
+        d = config.decoding
+        self.sampling = Sampling(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from pac_lora import PromptTooLong, build_prompt
+        from serve.engine import Row, generate_rows
+
+        items, rows = [], []
+        for item in batch.to_pylist():
+            try:
+                encoding = build_prompt(self.tokenizer, item["user_part"], item["news_part"], item["instruction_part"],
+                                        routing=self.model.routing, max_length=self.config.max_length)
+            except PromptTooLong as error:
+                log.warning("skipped %s: %s", item["id"], error)
+                continue
+            items.append(item)
+            rows.append(Row(self.model, encoding, self.sampling))
+        out = []
+        for sample in range(self.config.samples_per_user):
+            for item, completion in zip(items, generate_rows(rows, self.tokenizer) if rows else []):
+                out.append(_prediction(self.config, item, sample, completion.text, completion.prompt_tokens,
+                                       completion.completion_tokens))
+        return pa.Table.from_pylist(out, schema=PREDICTIONS)
+
+
+async def predict_via_endpoint(config: PredictConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {config.auth_token.get_secret_value()}"} if config.auth_token else {}
+    gate = asyncio.Semaphore(config.batch_size)
+    url = config.endpoint.rstrip("/") + "/v1/predict/micro"
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as session:
+
+        async def one(item: dict[str, Any]) -> list[dict[str, Any]]:
+            async with gate, session.post(url, json=_micro_request(config, item)) as response:
+                body = await response.json(content_type=None)
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered {response.status} for {item['id']}: {body}")
+            return [_prediction(config, item, sample, p["text"], body["prompt_tokens"], p["completion_tokens"])
+                    for sample, p in enumerate(body["predictions"])]
+
+        results = await asyncio.gather(*(one(item) for item in rows))
+    return [row for rows_of_item in results for row in rows_of_item]
+
+
+def _micro_request(config: PredictConfig, item: dict[str, Any]) -> dict[str, Any]:
+    d = config.decoding
+    request = {
+        "user": {"name": item["user_name"] or "用户", "history": list(item["history_texts"] or []),
+                 "persona": item["persona"]},
+        "news": item["news"], "topic": item["topic"], "variant": item["variant"], "n": config.samples_per_user,
+        "decoding": {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
+                     "repetition_penalty": d.repetition_penalty, "max_new_tokens": d.max_new_tokens},
+    }
+    if config.model:
+        request["model"] = config.model
+    return request
+
+
+def _prediction(config: PredictConfig, item: dict[str, Any], sample: int, text: str, prompt_tokens: int,
+                completion_tokens: int) -> dict[str, Any]:
+    return {
+        "method": config.method, "topic": item["topic"], "user_id": item["user_id"], "mid": item["mid"],
+        "sample": sample, "variant": item["variant"], "prediction": text, "real": item["output"],
+        "adapter": config.adapter or config.model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+    }
+
 
 if __name__ == "__main__":
     from cluster.cli import module_main

@@ -393,3 +393,39 @@ def test_overload_answers_503_and_never_crashes(served) -> None:
     assert set(codes) <= {200, 503}, codes
     assert codes.count(503) > 0 and codes.count(200) >= 8, codes
     assert served.post("/v1/predict/micro", body).status_code == 200  # and it recovers
+
+
+# -- socialalign predict: through this app, and in-process, the same rows give the same posts -------
+
+
+def test_predict_through_the_app_equals_predicting_in_process(served, tiny_models, tmp_path) -> None:
+    from cluster.stage_configs import PredictConfig, RayConfig
+    from pac_lora import format_history_post, research_prompt_parts
+    from serve.predict import run as predict
+
+    rows = []
+    for i, (news, topic) in enumerate([("北京发布了新的交通政策。", "北京交通新政"), ("上海暴雨。", "上海暴雨")]):
+        history = [format_history_post("今天天气不错"), format_history_post("支持", "加油！")]
+        for variant in ("full", "without_persona"):
+            parts = research_prompt_parts(f"用户{i}", history, "积极乐观", news, topic, variant)
+            rows.append({"id": f"{topic}|u{i}|m{i}|{variant}", "split": "test", "variant": variant, "topic": topic,
+                         "news": news, "user_id": f"u{i}", "user_name": f"用户{i}", "mid": f"m{i}",
+                         "instruction": parts.instruction, "input": "", "output": "真实的微博",
+                         "user_part": parts.user_part, "news_part": parts.news_part,
+                         "instruction_part": parts.instruction_part, "persona": "积极乐观",
+                         "history_mids": ["h1", "h2"], "history_texts": history})
+    (tmp_path / "test").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SFT), tmp_path / "test" / "part-0.parquet")
+    common = {"test_path": tmp_path / "test", "decoding": {"temperature": 0, "max_new_tokens": 8},
+              "ray": RayConfig(include_dashboard=False)}
+    through_app = PredictConfig(endpoint=served.url, model="alpha", auth_token=served.token, method="alpha",
+                                output_path=tmp_path / "app.parquet", **common)
+    in_process = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters["alpha"]),
+                               method="alpha", output_path=tmp_path / "local.parquet", **common)
+    assert predict(through_app) == 0 and predict(in_process) == 0
+    app_rows = pq.read_table(tmp_path / "app.parquet").to_pylist()
+    local_rows = pq.read_table(tmp_path / "local.parquet").to_pylist()
+    assert len(app_rows) == len(local_rows) == 2  # the full rows only, one sample each
+    key = lambda row: (row["topic"], row["mid"], row["sample"])  # noqa: E731
+    assert [r["prediction"] for r in sorted(app_rows, key=key)] == [r["prediction"] for r in sorted(local_rows, key=key)]
+    assert all(row["real"] == "真实的微博" and row["method"] == "alpha" for row in app_rows)
