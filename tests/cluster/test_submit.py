@@ -1,4 +1,6 @@
-"""`socialalign submit`: the job it builds, Ray's token auth, and a real job on a real `ray start --head`."""
+"""`socialalign submit`: the job it builds, Ray's token auth, and real jobs on a real `ray start --head`
+(the session's `ray_head`, tests/cluster/conftest.py): a crawl of the local simulator that must
+succeed, write its tables and leave its logs with the job API, and a job that must fail."""
 
 from __future__ import annotations
 
@@ -6,19 +8,20 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from ray.job_submission import JobSubmissionClient
 
 from cluster.config import ConfigError
 from cluster.stages import STAGES
 from cluster.submit import UPLOAD_EXCLUDES, SubmitError, auth_token, build_job
-from tests.conftest import REPO, VENV_BIN, free_port
+from crawl_actors.output import read_table
+from crawl_actors.simulator import SimulatorConfig, WeiboSimulator, unlimited_rates
+from crawl_actors.tasks import BEIJING
+from tests.conftest import REPO, VENV_BIN
 
 PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
 
@@ -72,70 +75,39 @@ def test_auth_token_is_found_where_ray_looks(tmp_path: Path, monkeypatch: pytest
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[dict[str, str]]:
-    """A separate Ray cluster from `ray start --head --block`, with token auth; stopped by its pid."""
-    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # Ray's socket paths must stay short
-    token_path = Path(temp_dir) / "token"
-    token_path.write_text(secrets.token_hex(16))
-    dashboard = free_port()
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": dashboard,
-        "--ray-client-server-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-    }
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token_path),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    command = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--dashboard-host=127.0.0.1",
-               "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    command += [f"{flag}={port}" for flag, port in ports.items()]
-    head = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_for_dashboard(address, token_path.read_text(), head)
-        yield {"address": address, "token_path": str(token_path), "PATH": env["PATH"]}
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, 9)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_for_dashboard(address: str, token: str, head: subprocess.Popen, timeout_s: float = 90) -> None:
-    request = urllib.request.Request(f"{address}/api/jobs/", headers={"Authorization": f"Bearer {token}"})
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            raise RuntimeError(f"ray start exited with {head.returncode}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the Ray dashboard at {address} did not answer in {timeout_s}s")
+def simulator() -> Iterator[WeiboSimulator]:
+    """A small local Weibo for the job to crawl over real HTTP (the test's process serves it)."""
+    sim = WeiboSimulator(SimulatorConfig(seed=3, num_users=12, history_posts=(3, 8), hot_topic_posts=30,
+                                         topic_posts=10, rates=unlimited_rates()))
+    with sim.running():
+        yield sim
 
 
 @pytest.fixture()
-def working_dir(tmp_path: Path) -> Path:
-    """What a user's checkout holds: the packages and a stage config."""
+def working_dir(tmp_path: Path, simulator: WeiboSimulator) -> Path:
+    """What a user's checkout holds: the packages, a crawl config and its cookies file."""
+    work = tmp_path / "work"
     for package in PACKAGES:
-        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "demo.yaml").write_text("size: smoke\nout: demo-from-job\n")
-    return tmp_path
+        shutil.copytree(REPO / package, work / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "configs").mkdir()
+    (work / "configs" / "cookies.txt").write_text("\n".join(simulator.new_cookies(2)) + "\n")
+    topics = simulator.topics()
+    start = min(t.start for t in topics).astimezone(BEIJING)
+    end = max(t.end for t in topics).astimezone(BEIJING)
+    crawl = {
+        "keywords": [t.name for t in topics],
+        "start": f"{start:%Y-%m-%d}-{start.hour}",
+        "end": f"{end:%Y-%m-%d}-{end.hour}",
+        "cookies_file": "configs/cookies.txt",  # relative: resolved in the job's copy of the working dir
+        "endpoints": {host: simulator.base_url for host in ("search", "mobile", "ajax", "ai")},
+        "rates": {host: {"rate": 50, "burst": 5} for host in ("search", "mobile", "ajax", "ai")},
+        "history_days": None,
+        "num_actors": 2,
+        "concurrency_per_actor": 4,
+        "output_dir": str(tmp_path / "crawl-from-job"),  # absolute: outlives the job's working dir
+    }
+    (work / "configs" / "crawl.yaml").write_text(yaml.safe_dump(crawl, allow_unicode=True))
+    return work
 
 
 def submit(ray_head: dict[str, str], cwd: Path, *args: str, token_path: str | None = None):
@@ -144,35 +116,42 @@ def submit(ray_head: dict[str, str], cwd: Path, *args: str, token_path: str | No
         env.pop(name, None)
     return subprocess.run(
         [str(VENV_BIN / "socialalign"), "submit", *args, "--address", ray_head["address"]],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
 
 
-def test_submitted_stage_runs_on_the_cluster_with_its_config(ray_head, working_dir: Path) -> None:
-    result = submit(ray_head, working_dir, "demo", "--config", "configs/demo.yaml")
+def test_a_submitted_stage_runs_on_the_cluster_and_its_logs_stay_with_the_job(ray_head, working_dir: Path) -> None:
+    job_id = f"socialalign-crawl-test-{secrets.token_hex(3)}"
+    result = submit(ray_head, working_dir, "crawl", "--config", "configs/crawl.yaml", "--submission-id", job_id)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "python -m cluster.demo --config configs/demo.yaml ray.address=auto" in output
-    assert "a task ran on" in output  # the job's own output, streamed back
+    assert "python -m crawl_actors --config configs/crawl.yaml ray.address=auto" in output
     assert "joined Ray at" in output  # it joined the cluster instead of starting its own
-    assert "size=smoke, out=" in output and "demo-from-job" in output
-    assert "[crawl        ] ok:" in output  # the stages that exist ran in the job
-    assert "SUCCEEDED" in output
-    assert open(ray_head["token_path"]).read() not in output
+    assert "crawl finished in" in output and f"{job_id} SUCCEEDED" in output  # streamed while it ran
+    token = Path(ray_head["token_path"]).read_text()
+    assert token not in output
+    # Afterwards, the job API still has its status and its whole log.
+    client = JobSubmissionClient(ray_head["address"], headers={"Authorization": f"Bearer {token}"})
+    info = client.get_job_info(job_id)
+    assert str(info.status.value) == "SUCCEEDED" and info.metadata == {"socialalign_stage": "crawl"}
+    logs = client.get_job_logs(job_id)
+    assert "joined Ray at" in logs and "crawl finished in" in logs
+    tables = Path(yaml.safe_load((working_dir / "configs" / "crawl.yaml").read_text())["output_dir"])
+    assert read_table(tables, "posts").num_rows > 0 and read_table(tables, "users").num_rows > 0
 
 
 def test_a_failing_job_fails_the_command_and_shows_why(ray_head, working_dir: Path) -> None:
     result = submit(ray_head, working_dir, "train")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert "python -m train_jobs: not implemented yet" in output
+    assert "not a local Hugging Face model directory" in output  # the job's own error, streamed back
     assert "ended FAILED" in output
 
 
 def test_a_wrong_token_is_refused_with_a_clear_message(ray_head, working_dir: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong-token"
     wrong.write_text("0" * 32)
-    result = submit(ray_head, working_dir, "demo", token_path=str(wrong))
+    result = submit(ray_head, working_dir, "crawl", "--config", "configs/crawl.yaml", token_path=str(wrong))
     assert result.returncode == 1
     assert "Invalid authentication token" in result.stderr
     assert "0" * 32 not in result.stderr

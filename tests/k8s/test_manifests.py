@@ -1,0 +1,366 @@
+"""The kustomize tree under k8s/: every overlay renders and validates offline (KubeRay CRDs,
+Kubernetes schemas, cross-references, stage entrypoints and configs, the Serve config), versions
+come from one place, and broken manifests are caught."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster import k8s
+from cluster.stage_configs import CrawlConfig, TrainConfig
+from cluster.stages import STAGES
+from tests.k8s.conftest import OVERLAYS, REPO
+
+BATCH_STAGES = {"crawl": "crawl_actors", "build-dataset": "dataset_jobs", "train": "train_jobs",
+                "evaluate": "serve.evaluate"}
+PLACEHOLDER_SECRETS = {"weibo-cookies", "llm-api-key", "serve-token"}
+# Not the bare overlay name: the suite's conftest skips any test whose keywords include "gpu".
+OVERLAY_IDS = [f"overlays/{name}" for name in OVERLAYS]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name))
+
+
+def stage_config(objects: list[dict[str, Any]], key: str) -> str:
+    return find(objects, "ConfigMap")["data"][key]
+
+
+def secret_values(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in find(objects, "Secret")["data"].items()}
+
+
+# --- every overlay validates ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_ray_resources_match_the_kuberay_crds_and_admission_rules(renders, crd_schemas, overlay: str) -> None:
+    ray = [o for o in renders[overlay] if o["kind"] in k8s.RAY_KINDS]
+    assert {o["kind"] for o in ray} == {"RayJob", "RayService"}
+    problems = [p for o in ray for p in k8s.check_ray_schema(o, crd_schemas) + k8s.check_kuberay_rules(o)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_core_resources_and_ray_pod_templates_pass_kubernetes_validate(renders, overlay: str) -> None:
+    assert [p for o in renders[overlay] for p in k8s.check_core_schema(o)] == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_every_secret_configmap_and_volume_a_pod_uses_is_in_the_render(renders, overlay: str) -> None:
+    assert k8s.check_references(renders[overlay]) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_each_rayjob_runs_a_stage_module_whose_mounted_config_loads(renders, overlay: str) -> None:
+    assert k8s.check_stages(renders[overlay]) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_the_rayservice_serves_serve_config_yaml_and_the_app_builds_from_it(renders, overlay: str) -> None:
+    assert k8s.check_serve(renders[overlay], build_app=True) == []
+
+
+def test_the_cli_checks_overlays(crd_dir: Path, capsys) -> None:
+    assert k8s.main([str(REPO / "k8s" / "overlays" / "dev"), "--crds", str(crd_dir)]) == 0
+    assert capsys.readouterr().out.strip().endswith("dev: ok")
+
+
+# --- what the tree must contain -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_a_rayjob_per_batch_stage_runs_its_module_with_its_config_file(renders, overlay: str) -> None:
+    jobs = {o["metadata"]["labels"]["socialalign.io/stage"]: o for o in renders[overlay] if o["kind"] == "RayJob"}
+    assert set(BATCH_STAGES) <= set(jobs)
+    for stage, job in jobs.items():
+        module = STAGES[stage].module
+        assert BATCH_STAGES.get(stage, module) == module
+        assert shlex.split(job["spec"]["entrypoint"]) == ["python", "-m", module, "--config", f"/config/{stage}.yaml"]
+        assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+        assert job["spec"]["shutdownAfterJobFinishes"] is True and job["spec"]["ttlSecondsAfterFinished"] > 0
+        assert job["spec"]["rayClusterSpec"]["headGroupSpec"] and job["spec"]["suspend"] is True
+        assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+
+
+def test_serve_config_v2_is_the_file_the_cli_uses(renders) -> None:
+    on_disk = yaml.safe_load((REPO / "serve" / "serve_config.yaml").read_text())
+    for objects in renders.values():
+        assert yaml.safe_load(find(objects, "RayService")["spec"]["serveConfigV2"]) == on_disk
+
+
+def test_images_and_the_ray_version_are_set_in_one_place(renders) -> None:
+    component = yaml.safe_load((REPO / "k8s" / "components" / "versions" / "kustomization.yaml").read_text())
+    pinned = {i["name"]: f"{i.get('newName', i['name'])}:{i['newTag']}" for i in component["images"]}
+    ray_version = yaml.safe_load((REPO / "k8s" / "components" / "versions" / "versions.yaml").read_text())["data"]["rayVersion"]
+    for objects in renders.values():
+        images = {c["image"] for o in objects for _, spec, _ in k8s.pod_templates(o) for c in spec["containers"]}
+        assert images == set(pinned.values())
+        assert {k8s._cluster_spec(o)["rayVersion"] for o in objects if o["kind"] in k8s.RAY_KINDS} == {ray_version}
+    # Nowhere else: manifests name the bare image and never a rayVersion; the Dockerfile and the pin agree.
+    for path in (REPO / "k8s").rglob("*.yaml"):
+        if "components" not in path.parts:
+            text = path.read_text()
+            assert "rayVersion" not in text, path
+            assert set(re.findall(r"image:\s*(\S+)", text)) <= set(pinned), path
+    assert f"ARG RAY_VERSION={ray_version}\n" in (REPO / "k8s" / "Dockerfile").read_text()
+    low, high = re.search(r'"ray\[[^]]*\]>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text()).groups()
+    assert _version(low) <= _version(ray_version) < _version(high)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split("."))
+
+
+def test_secrets_are_placeholders_outside_dev(renders) -> None:
+    for overlay in ("gpu", "local.example"):
+        values = secret_values(renders[overlay])
+        assert {k for k, v in values.items() if "PLACEHOLDER" in v} == PLACEHOLDER_SECRETS
+        assert values["redis-url"] == "redis://socialalign-redis:6379/0"
+    dev = secret_values(renders["dev"])
+    assert dev["serve-token"] == "dev-serve-token-not-a-secret" and dev["weibo-cookies"].startswith("SUB=sim-")
+
+
+def test_dev_is_cpu_only_small_and_one_node(renders) -> None:
+    objects = renders["dev"]
+    assert "nvidia.com/gpu" not in yaml.safe_dump_all(objects)
+    for obj in (o for o in objects if o["kind"] in k8s.RAY_KINDS):
+        cluster = k8s._cluster_spec(obj)
+        assert not cluster.get("workerGroupSpecs"), obj["metadata"]["name"]
+        assert k8s.ray_resources(cluster["headGroupSpec"]) == (4, 0)
+    assert {o["spec"]["accessModes"][0] for o in objects if o["kind"] == "PersistentVolumeClaim"} == {"ReadWriteOnce"}
+    train = TrainConfig.model_validate(yaml.safe_load(stage_config(objects, "train.yaml")))
+    assert not train.use_gpu and train.precision in ("auto", "fp32")
+
+
+def test_gpu_overlay_gives_train_and_serve_gpus_and_bf16(renders) -> None:
+    objects = renders["gpu"]
+    train_job, serve = find(objects, "RayJob", "socialalign-train"), find(objects, "RayService")
+    for obj in (train_job, serve):
+        groups = k8s._cluster_spec(obj)["workerGroupSpecs"]
+        assert all(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] for g in groups)
+        assert all(g["template"]["spec"]["tolerations"] for g in groups)
+    others = [o for o in objects if o["kind"] == "RayJob" and o is not train_job]
+    assert "nvidia.com/gpu" not in yaml.safe_dump_all(others)
+    train = yaml.safe_load(stage_config(objects, "train.yaml"))
+    assert train["use_gpu"] is True and train["precision"] == "bf16" and train["resources_per_worker"]["GPU"] == 1
+    serve_config = yaml.safe_load(stage_config(objects, "serve.yaml"))
+    assert serve_config["replica_gpus"] == 1 and serve_config["dtype"] == "bfloat16"
+
+
+def test_dev_crawl_reads_the_simulator_it_deploys(renders) -> None:
+    """The simulator Deployment's seed and size decide its topics, dates and cookies: the dev
+    crawl config and secret must name exactly those."""
+    from crawl_actors.simulator import SimulatorConfig, WeiboSimulator
+    from crawl_actors.tasks import BEIJING
+
+    objects = renders["dev"]
+    args = find(objects, "Deployment", "socialalign-weibo-simulator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    valued = [a for a in args if a != "--unlimited"]
+    options = dict(zip(valued[::2], valued[1::2]))
+    simulator = WeiboSimulator(SimulatorConfig(seed=int(options["--seed"]), num_users=int(options["--users"])))
+    topics = simulator.topics()
+    crawl = CrawlConfig.model_validate(yaml.safe_load(stage_config(objects, "crawl.yaml")))
+    assert sorted(crawl.keywords) == sorted(t.name for t in topics)
+    assert crawl.start <= f"{min(t.start for t in topics).astimezone(BEIJING):%Y-%m-%d}"
+    assert crawl.end >= f"{max(t.end for t in topics).astimezone(BEIJING):%Y-%m-%d}"
+    assert secret_values(objects)["weibo-cookies"].split("\n")[:2] == simulator.new_cookies(int(options["--cookies"]))
+    assert {str(url) for url in crawl.endpoints.model_dump().values()} == {"http://socialalign-weibo-simulator:8765"}
+
+
+# --- broken manifests are caught ------------------------------------------------------------------
+
+
+def _job(objects: list[dict[str, Any]], stage: str) -> dict[str, Any]:
+    return find(objects, "RayJob", f"socialalign-{stage}")
+
+
+def _head(obj: dict[str, Any]) -> dict[str, Any]:
+    return k8s._cluster_spec(obj)["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+
+def _set_config(objects: list[dict[str, Any]], key: str, **values: Any) -> None:
+    configmap = find(objects, "ConfigMap")
+    configmap["data"][key] = yaml.safe_dump({**yaml.safe_load(configmap["data"][key]), **values})
+
+
+def _replicas_as_text(objects):
+    _job(objects, "train")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = "two"
+
+
+def _misspelt_field(objects):
+    spec = _job(objects, "crawl")["spec"]
+    spec["shutdownAfterJobFinish"] = spec.pop("shutdownAfterJobFinishes")
+
+
+def _unknown_secret(objects):
+    _head(_job(objects, "crawl"))["env"][0]["valueFrom"]["secretKeyRef"]["name"] = "socialalign-secretz"
+
+
+def _unknown_secret_key(objects):
+    _head(find(objects, "RayService"))["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "serve-tokn"
+
+
+def _unknown_module(objects):
+    _job(objects, "crawl")["spec"]["entrypoint"] = "python -m crawl_actorz --config /config/crawl.yaml"
+
+
+def _not_a_stage(objects):
+    _job(objects, "evaluate")["spec"]["entrypoint"] = "python -m serve.engine --config /config/evaluate.yaml"
+
+
+def _bad_stage_config(objects):
+    _set_config(objects, "train.yaml", zero_stage=4)
+
+
+def _config_not_mounted(objects):
+    _job(objects, "train")["spec"]["entrypoint"] = "python -m train_jobs --config /etc/train.yaml"
+
+
+def _serve_config_drift(objects):
+    serve = find(objects, "RayService")
+    serve["spec"]["serveConfigV2"] = serve["spec"]["serveConfigV2"].replace("port: 8000", "port: 8001")
+
+
+def _secret_as_literal(objects):
+    _head(find(objects, "RayService"))["env"][0] = {"name": "SOCIALALIGN_SERVE_TOKEN", "value": "hunter2"}
+
+
+def _secret_in_runtime_env(objects):
+    _job(objects, "crawl")["spec"]["runtimeEnvYAML"] = "env_vars:\n  SOCIALALIGN_WEIBO_COOKIES: SUB=x\n"
+
+
+def _deployment_replicas_as_text(objects):
+    find(objects, "Deployment", "socialalign-toolbox")["spec"]["replicas"] = "one"
+
+
+def _unknown_container_field(objects):
+    _head(_job(objects, "train"))["volumeMount"] = []
+
+
+def _missing_pvc(objects):
+    objects.remove(find(objects, "PersistentVolumeClaim", "socialalign-models"))
+
+
+def _gpus_left_unused(objects):
+    _set_config(objects, "train.yaml", use_gpu=False, resources_per_worker={"CPU": 8}, precision="fp32")
+
+
+def _too_many_workers(objects):
+    _set_config(objects, "train.yaml", num_workers=16, effective_batch_size=16)
+
+
+def _path_off_the_volumes(objects):
+    _set_config(objects, "evaluate.yaml", output_dir="/tmp/evaluation")
+
+
+def _redis_url_to_nowhere(objects):
+    secret = find(objects, "Secret")
+    secret["data"]["redis-url"] = base64.b64encode(b"redis://socialalign-rediz:6379/0").decode()
+
+
+def _name_too_long(objects):
+    _job(objects, "crawl")["metadata"]["name"] = "socialalign-crawl-" + "x" * 40
+
+
+def _suspended_without_shutdown(objects):
+    _job(objects, "crawl")["spec"]["shutdownAfterJobFinishes"] = False
+
+
+def _worker_group_without_bounds(objects):
+    del _job(objects, "train")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"]
+
+
+def _unpinned_image(objects):
+    _head(_job(objects, "crawl"))["image"] = "ghcr.io/your-org/socialalign"
+
+
+BROKEN = {
+    # (how to break the gpu render, which check, what it must say)
+    "type error in a RayJob": (_replicas_as_text, "ray_schema", "workerGroupSpecs.0.replicas: 'two' is not of type 'integer'"),
+    "unknown RayJob field": (_misspelt_field, "ray_schema", "'shutdownAfterJobFinish' was unexpected"),
+    "missing Secret": (_unknown_secret, "references", "Secret 'socialalign-secretz' is not in the render"),
+    "missing Secret key": (_unknown_secret_key, "references", "has no key 'serve-tokn'"),
+    "missing PVC": (_missing_pvc, "references", "PersistentVolumeClaim 'socialalign-models' is not in the render"),
+    "unknown stage module": (_unknown_module, "stages", "'crawl_actorz' is not a stage module"),
+    "module that is no stage": (_not_a_stage, "stages", "'serve.engine' is not a stage module"),
+    "stage config invalid": (_bad_stage_config, "stages", "train.yaml:"),
+    "config not on the ConfigMap": (_config_not_mounted, "stages", "/etc/train.yaml: not on a ConfigMap volume"),
+    "serveConfigV2 drifted": (_serve_config_drift, "serve", "differs from serve/serve_config.yaml"),
+    "secret as a literal": (_secret_as_literal, "serve", "SOCIALALIGN_SERVE_TOKEN is a secret but set as a literal"),
+    "secret in the runtime env": (_secret_in_runtime_env, "stages", "SOCIALALIGN_WEIBO_COOKIES is a secret"),
+    "type error in a Deployment": (_deployment_replicas_as_text, "core_schema", "'one' is not of type 'integer'"),
+    "unknown container field": (_unknown_container_field, "core_schema", "'volumeMount' was unexpected"),
+    "GPUs left unused": (_gpus_left_unused, "stages", "GPUs that the stage's config never uses"),
+    "more workers than GPUs": (_too_many_workers, "stages", "16 actors of 8 CPU / 1 GPU do not fit"),
+    "output off the volumes": (_path_off_the_volumes, "stages", "/tmp/evaluation: not on a volume"),
+    "URL to no Service": (_redis_url_to_nowhere, "stages", "no Service 'socialalign-rediz'"),
+    "RayJob name too long": (_name_too_long, "kuberay_rules", "at most 47 characters"),
+    "suspend without shutdown": (_suspended_without_shutdown, "kuberay_rules", "suspend needs shutdownAfterJobFinishes"),
+    "worker group without maxReplicas": (_worker_group_without_bounds, "kuberay_rules", "set minReplicas and maxReplicas"),
+    "image without a tag": (_unpinned_image, "stages", "has no pinned tag"),
+}
+
+
+def _run(check: str, objects: list[dict[str, Any]], crd_schemas: dict[str, Any]) -> list[str]:
+    per_object = {"ray_schema": lambda o: k8s.check_ray_schema(o, crd_schemas) if o["kind"] in k8s.RAY_KINDS else [],
+                  "kuberay_rules": lambda o: k8s.check_kuberay_rules(o) if o["kind"] in k8s.RAY_KINDS else [],
+                  "core_schema": k8s.check_core_schema}
+    if check in per_object:
+        return [p for o in objects for p in per_object[check](o)]
+    return {"references": k8s.check_references, "stages": k8s.check_stages, "serve": k8s.check_serve}[check](objects)
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_manifest_fails_validation_naming_the_problem(renders, crd_schemas, case: str) -> None:
+    breaks, check, expected = BROKEN[case]
+    objects = copy.deepcopy(renders["gpu"])
+    assert _run(check, objects, crd_schemas) == []
+    breaks(objects)
+    problems = _run(check, objects, crd_schemas)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_int_or_string_quantities_are_accepted(renders, crd_schemas) -> None:
+    objects = copy.deepcopy(renders["gpu"])
+    _head(_job(objects, "train"))["resources"] = {"limits": {"cpu": 2, "memory": "4Gi"}}
+    assert k8s.check_ray_schema(_job(objects, "train"), crd_schemas) == []
+    _head(_job(objects, "train"))["resources"] = {"limits": {"cpu": 2.5}}
+    assert any("cpu" in p for p in k8s.check_ray_schema(_job(objects, "train"), crd_schemas))
+
+
+def test_preserve_unknown_fields_allows_any_field() -> None:
+    schema = k8s.openapi_to_json_schema({"type": "object", "properties": {
+        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {"type": "string"}}},
+        "closed": {"type": "object", "properties": {"a": {"type": "string"}}}}})
+    from jsonschema import Draft7Validator
+
+    validator = Draft7Validator(schema)
+    assert validator.is_valid({"open": {"a": "x", "anything": [1, 2]}})
+    assert not validator.is_valid({"closed": {"a": "x", "anything": 1}})
+
+
+def test_a_broken_kustomization_on_disk_fails(tmp_path: Path, crd_dir: Path, renders) -> None:
+    """A whole broken overlay, as a user might write it: each kind of problem is reported."""
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(REPO / 'k8s' / 'overlays' / 'gpu', tmp_path)}]\n"  # kustomize: relative only
+        "patches:\n  - path: broken.yaml\n    target: {kind: RayJob, name: socialalign-crawl}\n")
+    (tmp_path / "broken.yaml").write_text(
+        "- {op: replace, path: /spec/entrypoint, value: python -m crawl_actorz --config /config/crawl.yaml}\n"
+        "- {op: replace, path: /spec/rayClusterSpec/workerGroupSpecs/0/replicas, value: two}\n"
+        "- {op: replace, path: /spec/rayClusterSpec/headGroupSpec/template/spec/containers/0/env/0/valueFrom/secretKeyRef/name,"
+        " value: no-such-secret}\n")
+    problems = k8s.validate(k8s.render(tmp_path), crd_dir)
+    assert any("'two' is not of type 'integer'" in p for p in problems), problems
+    assert any("'crawl_actorz' is not a stage module" in p for p in problems), problems
+    assert any("Secret 'no-such-secret' is not in the render" in p for p in problems), problems
+    assert k8s.main([str(tmp_path), "--crds", str(crd_dir)]) == 1
