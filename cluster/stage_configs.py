@@ -174,6 +174,7 @@ class DatasetConfig(StageConfig):
         default_factory=lambda: ["full", "without_persona", "without_history"]
     )
     test_fraction: float = Field(0.2, ge=0, lt=1, description="share of topics held out for test")
+    test_topics: list[str] | None = Field(None, description="hold out exactly these topics (test_fraction unused)")
     seed: int = 0
 
 
@@ -379,8 +380,13 @@ class EvaluateConfig(StageConfig):
 
 
 class DemoConfig(StageConfig):
-    """The whole pipeline end to end on the embedded default."""
+    """The whole pipeline end to end on the embedded default: simulator, crawl, dataset, a tiny
+    pretrained base model, PAC-LoRA training, serving, prediction and the evaluation report."""
 
-    size: Literal["smoke", "small", "medium"] = "small"
-    out: Path = Path("demo-out")
-    keep_serving: bool = False
+    size: Literal["smoke", "small", "medium"] = Field("small", description="smoke (tests) | small | medium")
+    out: Path = Field(Path("demo-out"), description="every artifact goes under this directory")
+    keep_serving: bool = Field(False, description="leave the endpoint up at the end (Ctrl-C stops it)")
+    port: int = Field(0, ge=0, le=65535, description="serving port (0: a free one)")
+    persona: LLMEndpointConfig = Field(
+        default_factory=LLMEndpointConfig, description="an OpenAI-compatible endpoint for personas (default: offline)"
+    )

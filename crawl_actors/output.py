@@ -8,6 +8,7 @@ keeps one per primary key. Every file is written to a temporary name and renamed
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -104,8 +105,16 @@ class FinalCounts:
 
 
 def finalize(output_dir: str | os.PathLike[str]) -> FinalCounts:
-    """Merge all staging parts into `<output>/<table>/` for topics, posts, users, history and errors."""
+    """Merge all staging parts into `<output>/<table>/` for topics, posts, users, history and errors.
+
+    When no part changed since the last merge, the tables are left as they are (their files keep
+    their times, so later stages see that nothing changed)."""
     output_dir = Path(output_dir)
+    manifest = output_dir / PARTS_DIR / "_merged.json"
+    parts = _parts_listing(output_dir / PARTS_DIR)
+    previous = _read_json(manifest)
+    if previous.get("parts") == parts and all((output_dir / name).is_dir() for name in CRAWL_TABLES):
+        return FinalCounts(previous["rows"], previous.get("skipped", []))
     skipped: list[str] = []
     staged = {name: read_parts(output_dir / PARTS_DIR / name, schema, skipped) for name, schema in STAGING.items()}
     tables = {
@@ -117,7 +126,23 @@ def finalize(output_dir: str | os.PathLike[str]) -> FinalCounts:
     }
     for name, table in tables.items():
         write_table_dir(output_dir / name, _files_for(name, table.cast(CRAWL_TABLES[name])))
-    return FinalCounts({name: table.num_rows for name, table in tables.items()}, skipped)
+    rows = {name: table.num_rows for name, table in tables.items()}
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"parts": parts, "rows": rows, "skipped": skipped}))
+    return FinalCounts(rows, skipped)
+
+
+def _parts_listing(root: Path) -> list[list[Any]]:
+    if not root.is_dir():
+        return []
+    return sorted([str(path.relative_to(root)), path.stat().st_size] for path in root.rglob("*.parquet"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def read_table(output_dir: str | os.PathLike[str], name: str) -> pa.Table:

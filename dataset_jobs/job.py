@@ -357,7 +357,14 @@ def _sft(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
 
     cases = {(row["topic"], row["mid"]): row for row in read_table_dir(out / "clean" / "cases", CASES).to_pylist()}
     personas = {row["user_id"]: row["persona"] for row in read_table_dir(out / "personas", PERSONAS).to_pylist()}
-    splits = split_topics(sorted({topic for topic, _ in cases}), config.test_fraction, config.seed)
+    topics = sorted({topic for topic, _ in cases})
+    if config.test_topics is not None:
+        unknown = sorted(set(config.test_topics) - set(topics))
+        if unknown:
+            raise ValueError(f"test_topics: {unknown} are not among the dataset's topics {topics}")
+        splits = {topic: "test" if topic in config.test_topics else "train" for topic in topics}
+    else:
+        splits = split_topics(topics, config.test_fraction, config.seed)
     rows = _read(out / "retrieval", RETRIEVAL).map_batches(
         _sft_batch, batch_format="pyarrow",
         fn_kwargs={"cases": ray.put(cases), "personas": ray.put(personas), "splits": splits,
@@ -486,7 +493,7 @@ def _settings_of(step: str, config: DatasetConfig) -> dict[str, Any]:
         "clean": ["min_history_posts", "exclusion_words", "exclude_own_name"],
         "retrieve": ["top_k", "bm25_k1", "bm25_b", "history_before_post"],
         "persona": ["persona_posts"],
-        "sft": ["variants", "test_fraction", "seed"],
+        "sft": ["variants", "test_fraction", "test_topics", "seed"],
     }[step]
     settings = {name: getattr(config, name) for name in fields}
     if step == "persona":

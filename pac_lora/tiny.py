@@ -132,3 +132,62 @@ def _keep_generic_tokenizer(directory: Path) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def pretrain_tiny_lm(
+    directory: str | Path,
+    texts: Iterable[str],
+    steps: int = 300,
+    batch_size: int = 16,
+    seq_len: int = 128,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[float, float]:
+    """Teach a tiny checkpoint the language of `texts` (full causal-LM training), saved in place.
+
+    No model can be downloaded here, so demos that want generations which read like the corpus give
+    their tiny base model a short pretraining on it first. Returns (first, last) training loss.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(stream) <= seq_len + 1:
+        raise ValueError(f"pretraining needs more than {seq_len + 1} tokens of text, got {len(stream)}")
+    tokens = torch.tensor(stream)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
+    model.train()
+    losses = []
+    bar = _bar(steps, progress)
+    for _ in range(steps):
+        starts = torch.randint(0, len(tokens) - seq_len - 1, (batch_size,), generator=generator)
+        batch = torch.stack([tokens[s : s + seq_len + 1] for s in starts.tolist()])
+        loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    model.eval().save_pretrained(directory)
+    return losses[0], sum(losses[-10:]) / len(losses[-10:])
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="pretrain", unit="step", dynamic_ncols=True)

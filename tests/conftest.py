@@ -78,11 +78,11 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Heavy and GPU-only tests are skipped with the reason stated, unless asked for."""
     run_slow = os.environ.get("SOCIALALIGN_SLOW") == "1"
-    has_gpu = _cuda_available() if any("gpu" in item.keywords for item in items) else False
+    has_gpu = _cuda_available() if any(item.get_closest_marker("gpu") for item in items) else False
     for item in items:
-        if "slow" in item.keywords and not run_slow:
+        if item.get_closest_marker("slow") and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow end-to-end test: set SOCIALALIGN_SLOW=1 to run it"))
-        if "gpu" in item.keywords and not has_gpu:
+        if item.get_closest_marker("gpu") and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here"))
 
 

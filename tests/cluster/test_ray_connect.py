@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.demo import run as run_demo
 from cluster.ray_connect import MIN_LOCAL_CPUS, init_ray, local_init_kwargs, ray_session
-from cluster.stage_configs import DemoConfig, RayConfig
+from cluster.stage_configs import RayConfig
 
 
 def test_local_ray_is_sized_for_a_small_machine() -> None:
@@ -34,14 +33,3 @@ def test_a_running_ray_is_reused_and_left_running(ray_local) -> None:
         assert info.cpus == 4
         assert ray.get(ray.remote(lambda: 6 * 7).remote()) == 42
     assert ray.is_initialized()
-
-
-def test_demo_runs_what_exists_and_names_what_does_not(ray_local, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(DemoConfig(size="smoke", out=tmp_path / "demo")) == 0
-    out = capsys.readouterr().out
-    assert "[ray          ] ok: 4 CPUs" in out and "a task ran on" in out
-    crawl_line = next(line for line in out.splitlines() if line.startswith("[crawl"))
-    assert "] ok: 3 topics," in crawl_line and ", 0 rate-limit violations" in crawl_line
-    assert (tmp_path / "demo" / "crawl" / "history" / "part-000.parquet").is_file()
-    assert "[train        ] not built yet (issue #6)" in out
-    assert "Demo incomplete: 5 of 6 pipeline stages are not built yet" in out
