@@ -78,6 +78,7 @@ def deploy(base_dir: Path, adapter_dir: Path, port: int, batch_size: int) -> str
         base_model=str(base_dir), adapters={"pac": str(adapter_dir)}, port=port, max_batch_size=batch_size,
         max_ongoing_requests=2 * max(16, batch_size), max_queued_requests=256, max_new_tokens_limit=256,
         app_name="bench-serve", replica_cpus=2,
+        labeler="placeholder-unlabelled",  # the bench measures batched generation, not the sentiment labeller
     )
     return deploy_app(config)  # serve.run returns once both deployments are ready
 

@@ -106,6 +106,7 @@ def serve_yaml(models: TinyModels, population_dir: Path, **overrides: object) ->
         "max_request_bytes": 65536,
         "population_dir": str(population_dir),
         "decoding": {"max_new_tokens": 8},
+        "labeler": "placeholder-unlabelled",  # these tests are about the API; labelling has its own tests
     }
     config.update(overrides)
     return config
