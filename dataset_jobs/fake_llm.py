@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from cluster.http_thread import serve_in_thread
+
 MODEL = "fake-persona-1"
 
 
@@ -50,7 +52,6 @@ class FakeLLM:
         self.calls = CallLog()
         self._lock = threading.Lock()
         self._rng = random.Random(self.config.seed)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.base_url = ""
 
     @staticmethod
@@ -66,35 +67,12 @@ class FakeLLM:
 
     @contextmanager
     def running(self) -> Iterator[FakeLLM]:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._serve, args=(ready,), daemon=True, name="fake-llm")
-        thread.start()
-        ready.wait()
-        try:
-            yield self
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            thread.join(timeout=10)
-
-    def _serve(self, ready: threading.Event) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, self.config.host, self.config.port)
-        loop.run_until_complete(site.start())
-        host, port = runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+        with serve_in_thread(app, self.config.host, self.config.port, name="fake-llm") as url:
+            self.base_url = f"{url}/v1"
+            yield self
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "local"}]})

@@ -43,6 +43,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from cluster.http_thread import serve_in_thread
+
 from crawl_actors.regions import WHOLE_PROVINCE
 from crawl_actors.simulator import render
 from crawl_actors.simulator.config import FAULT_KINDS, SimulatorConfig
@@ -242,8 +244,6 @@ class WeiboSimulator:
         self._gate = _Gatekeeper(self.config)
         self._tags = _tag_index(self.corpus)
         self._base_url: str | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -281,48 +281,14 @@ class WeiboSimulator:
     @contextmanager
     def running(self) -> Iterator[WeiboSimulator]:
         """Serve on config.host:config.port (0: a free port) from a background thread until the block ends."""
-        if self._thread is not None:
+        if self._base_url is not None:
             raise RuntimeError("the simulator is already running")
-        ready, failure = threading.Event(), []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(ready, failure), name="weibo-simulator", daemon=True)
-        self._thread.start()
-        ready.wait()
-        try:
-            if failure:
-                raise RuntimeError(f"the simulator could not start: {failure[0]}") from failure[0]
-            yield self
-        finally:
-            if self._loop.is_running():
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-            self._thread, self._loop, self._base_url = None, None, None
-
-    # -- serving ----------------------------------------------------------------------------
-
-    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        try:
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self.config.host, self.config.port)
-            loop.run_until_complete(site.start())
-            host, port = runner.addresses[0][:2]
-            self._base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
-            failure.append(error)
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            ready.set()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+        with serve_in_thread(self._app(), self.config.host, self.config.port, name="weibo-simulator") as url:
+            self._base_url = url
+            try:
+                yield self
+            finally:
+                self._base_url = None
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._gatekeeping])
