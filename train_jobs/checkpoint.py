@@ -56,9 +56,17 @@ def save_checkpoint(
 def load_checkpoint(engine: Any, directory: Path) -> dict[str, Any]:
     """Restore weights, optimizer and schedule into `engine` (every rank); returns the train state."""
     state = read_state(directory)
-    loaded, _client = engine.load_checkpoint(
-        str(directory / DEEPSPEED_DIR), tag=state["tag"], load_module_strict=False
-    )
+    try:
+        loaded, _client = engine.load_checkpoint(
+            str(directory / DEEPSPEED_DIR), tag=state["tag"], load_module_strict=False
+        )
+    except RuntimeError as error:
+        if "size mismatch" not in str(error) and "state_dict" not in str(error):
+            raise
+        raise RuntimeError(
+            f"{directory}: this run's checkpoint does not fit the model being trained (another base model or "
+            "adapter config?): start a new run (another run_name or output_dir) or remove the old checkpoints"
+        ) from error
     if loaded is None:
         raise RuntimeError(f"{directory}: DeepSpeed found no checkpoint {state['tag']} to load")
     return state
