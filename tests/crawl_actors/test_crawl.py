@@ -224,7 +224,7 @@ def test_an_expired_cookie_is_taken_out_and_the_others_finish(simulator, no_viol
     assert summary.stop_reason is None
     assert_equals_ground_truth(simulator, tmp_path / "crawl")
     blocked = [e for e in read_table(tmp_path / "crawl", "errors").to_pylist() if e["kind"] == "blocked"]
-    assert 1 <= len(blocked) <= 4  # one per host class at most: the pool takes the cookie out at once
+    assert 0 < len(blocked) <= 4  # one per host class at most: the pool takes the cookie out at once
 
 
 def test_all_cookies_banned_stops_cleanly_and_a_new_cookie_resumes(simulator, no_violations, tmp_path: Path, ray_local) -> None:
