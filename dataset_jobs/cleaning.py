@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Text Weibo adds that says nothing about the user: video/live-stream cards, link placeholders,
-# the repost chain separator, a promoted hashtag.
+# the repost chain separator, a promoted hashtag. A card reads "<nickname>的微博视频"; a nickname is
+# at most 30 letters, digits, "_" or "-", so the name stops at punctuation or after 30 characters
+# instead of swallowing the user's own words before the card.
 NOISE_PATTERNS = (
-    re.compile(r"\S*的微博视频"),
-    re.compile(r"\S*的微博直播"),
+    re.compile(r"[\w\-]{0,30}的微博(?:视频|直播)"),
     re.compile(r"网页链接"),
     re.compile(r"微博正文"),
     re.compile(r"//"),
