@@ -1,9 +1,9 @@
 """One config system for every stage: typed pydantic models, YAML on disk, `key=value` overrides.
 
-Precedence, lowest first: model defaults < YAML file < environment variables (secrets only) <
-`key=value` arguments. Any problem becomes a `ConfigError` whose message has one line per problem,
-each naming where the bad value came from (file, environment variable or argument), the dotted
-field and what was expected.
+Precedence, lowest first: model defaults < environment defaults (fields made by `from_env`, e.g.
+the log level) < YAML file < environment variables (secrets only) < `key=value` arguments. Any
+problem becomes a `ConfigError` whose message has one line per problem, each naming where the bad
+value came from (file, environment variable or argument), the dotted field and what was expected.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def secret(*env: str, description: str) -> Any:
     return Field(default=None, description=description, json_schema_extra={"env": list(env)})
 
 
+def from_env(env: str, default: Any, description: str) -> Any:
+    """A plain field whose default is the environment variable `env` when that is set: the file and
+    arguments still win (e.g. `log_level` falls back to SOCIALALIGN_LOG_LEVEL, then INFO)."""
+    return Field(default=default, description=description, json_schema_extra={"env_default": env})
+
+
 def load_config(
     model: type[Model],
     path: str | os.PathLike[str] | None = None,
@@ -55,6 +61,10 @@ def load_config(
         data, lines = _read_yaml(Path(path))
         sources.update({key: f"{path}:{line}" for key, line in lines.items()})
         _warn_inline_secrets(model, data, str(path))
+    for dotted, env_name in _env_defaults(model, environ):
+        if not _has_dotted(data, dotted):
+            _set_dotted(data, dotted, environ[env_name])
+            sources[dotted] = f"environment variable {env_name}"
     for dotted, env_name in _secrets_from_env(model, environ):
         _set_dotted(data, dotted, environ[env_name])
         sources[dotted] = f"environment variable {env_name}"
@@ -87,18 +97,21 @@ def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def secret_fields(model: type[BaseModel], prefix: str = "") -> dict[str, list[str]]:
+def secret_fields(model: type[BaseModel]) -> dict[str, list[str]]:
     """Dotted path -> env var names for every secret field, nested models included."""
-    found: dict[str, list[str]] = {}
+    return {dotted: list(names) for dotted, names in _fields_with(model, "env")}
+
+
+def _fields_with(model: type[BaseModel], key: str, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted path, value) of `key` in the json_schema_extra of every field that has it, nested too."""
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if "env" in extra:
-            found[dotted] = list(extra["env"])
+        if key in extra:
+            yield dotted, extra[key]
         nested = _nested_model(field.annotation)
         if nested is not None:
-            found.update(secret_fields(nested, prefix=f"{dotted}."))
-    return found
+            yield from _fields_with(nested, key, prefix=f"{dotted}.")
 
 
 def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
@@ -112,6 +125,8 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
             continue
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         default = f"env {' or '.join(extra['env'])}" if "env" in extra else _show_default(field)
+        if "env_default" in extra:
+            default = f"env {extra['env_default']}, else {default}"
         rows.append((dotted, default, field.description or ""))
     return rows
 
@@ -168,6 +183,21 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
             node[part] = child
         node = child
     node[leaf] = value
+
+
+def _has_dotted(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _env_defaults(model: type[BaseModel], environ: Mapping[str, str]) -> Iterable[tuple[str, str]]:
+    for dotted, env_name in _fields_with(model, "env_default"):
+        if environ.get(env_name):
+            yield dotted, env_name
 
 
 def _secrets_from_env(model: type[BaseModel], environ: Mapping[str, str]) -> Iterable[tuple[str, str]]:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from cluster.config import StrictModel, secret
+from cluster.config import StrictModel, from_env, secret
 
 _RAY_ADDRESS = re.compile(r"^(local|auto|ray://[^\s/]+|https?://[^\s/]+/?|[\w.\-]+:\d+)$")
 
@@ -47,7 +47,14 @@ class StageConfig(StrictModel):
     """Fields every stage has."""
 
     ray: RayConfig = Field(default_factory=RayConfig)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = from_env(
+        "SOCIALALIGN_LOG_LEVEL", "INFO", description="DEBUG | INFO | WARNING | ERROR (any case)"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 class DecodingConfig(StrictModel):

@@ -86,6 +86,24 @@ def test_precedence_file_then_env_then_argument(tmp_path: Path) -> None:
     assert from_arg.auth_token.get_secret_value() == "token-in-the-arg"
 
 
+def test_log_level_falls_back_to_the_environment_then_info(tmp_path: Path) -> None:
+    env = {"SOCIALALIGN_LOG_LEVEL": "debug"}
+    assert load_config(TrainConfig, environ=NO_ENV).log_level == "INFO"
+    assert load_config(TrainConfig, environ=env).log_level == "DEBUG"
+    path = write(tmp_path, "log_level: warning\n")
+    assert load_config(TrainConfig, path, environ=env).log_level == "WARNING"  # the file wins over the env
+    assert load_config(TrainConfig, path, ["log_level=ERROR"], environ=env).log_level == "ERROR"
+
+
+def test_a_bad_log_level_in_the_environment_is_named() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(TrainConfig, environ={"SOCIALALIGN_LOG_LEVEL": "loud"})
+    assert str(error.value) == (
+        "environment variable SOCIALALIGN_LOG_LEVEL: log_level: expected 'DEBUG', 'INFO', 'WARNING' or 'ERROR' "
+        "(got 'LOUD')"
+    )
+
+
 def test_every_secret_field_names_an_env_var() -> None:
     found = {name: secret_fields(stage.config) for name, stage in STAGES.items()}
     assert found["crawl"] == {
