@@ -31,12 +31,14 @@ Texts come back as `clean_text` fixed points: no zero-width or icon-font glyphs,
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -53,6 +55,26 @@ class ParseError(Exception):
         self.snippet = _snippet(body)
         self.reason = reason
         super().__init__(f"{reason} (url {url}; body starts {self.snippet[:80]!r})")
+
+
+_Parser = TypeVar("_Parser", bound=Callable[..., Any])
+# What a body of the wrong shape raises from plain Python code: a count that is not a number, a field
+# of the wrong type, a missing key. Inside a page parser all of it means "not what this endpoint serves".
+_SHAPE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def page_parser(parse: _Parser) -> _Parser:
+    """A parser of one fetched page, called as parse(body, url, ...): any shape error in it becomes a
+    ParseError carrying the URL and the start of the body, so a bad page never escapes untyped."""
+
+    @functools.wraps(parse)
+    def typed(body: Any, url: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(body, url, *args, **kwargs)
+        except _SHAPE_ERRORS as error:
+            raise ParseError(url, body, f"{parse.__name__}: {type(error).__name__}: {error}") from error
+
+    return typed  # type: ignore[return-value]
 
 
 class Blocked(Exception):
@@ -337,6 +359,7 @@ _ICON_BADGES = {"icon-vip-b": "蓝V", "icon-vip-y": "黄V", "icon-vip-r": "红V"
 ORDINARY_USER = "普通用户"
 
 
+@page_parser
 def parse_search_page(html: str, url: str, now: datetime) -> SearchPage:
     """One s.weibo.com result page; `now` is when it was served (relative times are relative to it)."""
     raise_if_blocked(html, url)
@@ -537,6 +560,7 @@ def _require_ok(data: dict[str, Any], url: str) -> dict[str, Any]:
     return data["data"]
 
 
+@page_parser
 def parse_profile(body: str | bytes | dict, url: str) -> dict[str, Any] | None:
     """containerid=100505<uid> -> the USERS profile fields; None for an unknown user."""
     data = _load_json(body, url)
@@ -577,6 +601,7 @@ DETAIL_ITEMS = {
 }
 
 
+@page_parser
 def parse_details(body: str | bytes | dict, url: str) -> dict[str, str]:
     """containerid=230283<uid>_-_INFO -> the detail fields the user shows (absent keys for the others)."""
     data = _load_json(body, url)
@@ -592,6 +617,7 @@ def parse_details(body: str | bytes | dict, url: str) -> dict[str, str]:
     return details
 
 
+@page_parser
 def parse_timeline(body: str | bytes | dict, url: str, now: datetime) -> TimelinePage:
     """containerid=107603<uid> or 230413<uid> -> HISTORY rows (long posts still truncated: see
     `needs_long_text`), the next since_id, and whether the list has ended."""
@@ -605,13 +631,15 @@ def parse_timeline(body: str | bytes | dict, url: str, now: datetime) -> Timelin
     page = TimelinePage(posts=[], since_id=str(since_id) if since_id else None, end=not mblogs, needs_long_text=[])
     for mblog in mblogs:
         try:
-            page.posts.append(_history_row(mblog, now))
+            row = _history_row(mblog, now)
+            long = bool(mblog.get("isLongText")) or parse_count(mblog.get("pic_num")) > 9
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             snippet = json.dumps(mblog, ensure_ascii=False)
             page.errors.append(ParseError(url, snippet, f"mblog {mblog.get('id')}: {error}"))
             continue
-        if mblog.get("isLongText") or parse_count(mblog.get("pic_num")) > 9:
-            page.needs_long_text.append(str(mblog["id"]))
+        page.posts.append(row)
+        if long:
+            page.needs_long_text.append(row["mid"])
     return page
 
 
@@ -666,6 +694,7 @@ def _mblog_video(mblog: dict[str, Any]) -> str | None:
 _RENDER_DATA = "$render_data"
 
 
+@page_parser
 def parse_long_text(body: str | bytes | dict, url: str) -> RichText:
     """Either long-text reply (the detail page or statuses/extend) -> the full text with its hashtags and
     @users: a timeline's truncated text lacks those past the cut, so take all three from here."""
@@ -675,11 +704,13 @@ def parse_long_text(body: str | bytes | dict, url: str) -> RichText:
     return _extend_rich_text(text, url)
 
 
+@page_parser
 def parse_long_text_detail(html: str, url: str) -> str:
     """m.weibo.cn/detail/<mid> -> the post's full text, cleaned."""
     return _detail_rich_text(html, url).text
 
 
+@page_parser
 def parse_long_text_extend(body: str | bytes | dict, url: str) -> str:
     """m.weibo.cn/statuses/extend?id=<mid> -> the post's full text, cleaned."""
     return _extend_rich_text(body, url).text
@@ -709,6 +740,7 @@ def _extend_rich_text(body: str | bytes | dict, url: str) -> RichText:
 _REGION_PREFIX = "发布于"
 
 
+@page_parser
 def parse_region(body: str | bytes | dict, url: str) -> str | None:
     """weibo.com/ajax/statuses/show?id=<bid> -> the IP region ("北京"); None when not shown or gone."""
     data = _load_json(body, url)
@@ -720,6 +752,7 @@ def parse_region(body: str | bytes | dict, url: str) -> str | None:
     return region or None
 
 
+@page_parser
 def parse_ai_search(body: str | bytes | dict, url: str) -> AiSearchPage:
     """The AI-search JSON -> the topic's summary and the posts it cites (mid, user_id, screen_name, text)."""
     payload = _require_ok(_load_json(body, url), url)

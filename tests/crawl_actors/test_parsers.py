@@ -300,6 +300,45 @@ def test_timeline_broken_mblog_is_reported_not_fatal() -> None:
     assert len(page.posts) == 9 and len(page.errors) == 1
 
 
+def test_a_profile_with_a_count_that_is_not_a_number_is_a_parse_error() -> None:
+    url = "https://m.weibo.cn/api/container/getIndex?containerid=1005056279793937"
+    data = json.loads(fixture("m_weibo_cn_getIndex_100505_profile.json"))
+    data["data"]["userInfo"]["followers_count"] = "很多"
+    with pytest.raises(ParseError) as error:
+        parsers.parse_profile(json.dumps(data, ensure_ascii=False), url)
+    assert error.value.url == url and error.value.snippet.startswith('{"ok": 1')
+    assert "很多" in str(error.value)
+    data["data"]["userInfo"]["followers_count"] = "145.5万"
+    data["data"]["userInfo"]["urank"] = "x"
+    with pytest.raises(ParseError, match="urank|'x'"):
+        parsers.parse_profile(data, url)
+
+
+def test_a_timeline_mblog_with_a_bad_pic_num_is_a_parse_error_and_the_others_stay() -> None:
+    data = json.loads(fixture("m_weibo_cn_getIndex_107603_timeline_page.json"))
+    mblogs = [card["mblog"] for card in data["data"]["cards"] if card.get("card_type") == 9]
+    mblogs[2]["pic_num"] = "x"
+    page = parsers.parse_timeline(data, "https://m.weibo.cn/t", SAVED_2021)
+    assert len(page.posts) == len(mblogs) - 1 and str(mblogs[2]["id"]) not in {p["mid"] for p in page.posts}
+    assert [type(e) for e in page.errors] == [ParseError]
+    assert page.errors[0].url == "https://m.weibo.cn/t" and "'x'" in str(page.errors[0])
+
+
+@pytest.mark.parametrize("body", [
+    '{"ok":1,"data":{"cards":[{"card_group":["not a dict"]}]}}',  # details
+    '{"ok":1,"data":{"cards":["not a dict"]}}',  # timeline
+    '{"ok":1,"data":{"list":["not a dict"]}}',  # AI search
+])
+def test_a_body_of_the_wrong_shape_is_a_parse_error_in_every_parser(body: str) -> None:
+    for parse in (parsers.parse_details, parsers.parse_ai_search,
+                  lambda b, u: parsers.parse_timeline(b, u, SAVED_2021)):
+        try:
+            parse(body, "https://m.weibo.cn/x")
+        except ParseError as error:
+            assert error.url == "https://m.weibo.cn/x" and error.snippet == body
+        # Any other exception fails the test; some parsers read the body as valid (nothing of theirs in it).
+
+
 # ---------------------------------------------------------------------------------------------
 # Values
 
