@@ -33,6 +33,7 @@ class FakeLLMConfig:
     rate_timeout: float = 0.0
     timeout_delay_s: float = 5.0  # how long a "timeout" answer hangs (longer than the client waits)
     seed: int = 0
+    hold_after: int | None = None  # answer this many requests, then hold the rest until release()
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -53,6 +54,9 @@ class FakeLLM:
         self._lock = threading.Lock()
         self._rng = random.Random(self.config.seed)
         self.base_url = ""
+        self._arrived = 0
+        self._holding = 0
+        self._released = threading.Event()
 
     @staticmethod
     def answer(prompt: str) -> str:
@@ -72,7 +76,10 @@ class FakeLLM:
         app.router.add_get("/v1/models", self._models)
         with serve_in_thread(app, self.config.host, self.config.port, name="fake-llm") as url:
             self.base_url = f"{url}/v1"
-            yield self
+            try:
+                yield self
+            finally:
+                self.release()  # no handler may outlive the server
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "local"}]})
@@ -83,6 +90,8 @@ class FakeLLM:
             prompt = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
         except (json.JSONDecodeError, KeyError, StopIteration, TypeError):
             return self._record(web.json_response({"error": {"message": "bad request"}}, status=400), "")
+        if await self._held_until_release(request):
+            return web.Response(status=499)  # the client hung up while held: it got nothing, count nothing
         fault = self._draw()
         if fault == "timeout":
             await asyncio.sleep(self.config.timeout_delay_s)
@@ -102,6 +111,33 @@ class FakeLLM:
                       "total_tokens": len(prompt) // 2 + len(content) // 2},
         }
         return self._record(web.json_response(reply), prompt, "timeout" if fault == "timeout" else None)
+
+    @property
+    def holding(self) -> int:
+        """Held requests whose client is still connected."""
+        with self._lock:
+            return self._holding
+
+    async def _held_until_release(self, request: web.Request) -> bool:
+        """Hold a request past `hold_after` until release(); True when its client went away meanwhile."""
+        with self._lock:
+            self._arrived += 1
+            if self.config.hold_after is None or self._arrived <= self.config.hold_after:
+                return False
+            self._holding += 1
+        try:
+            while not self._released.is_set():
+                if request.transport is None or request.transport.is_closing():
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            with self._lock:
+                self._holding -= 1
+
+    def release(self) -> None:
+        """Answer the held requests (and every later one)."""
+        self._released.set()
 
     def _draw(self) -> str | None:
         with self._lock:

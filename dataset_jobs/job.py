@@ -207,7 +207,10 @@ def _retrieve_user(group: pa.Table, cases: Any, k: int, k1: float, b: float, bef
     import ray
 
     cases = ray.get(cases) if isinstance(cases, ray.ObjectRef) else cases
-    history = group.to_pylist()
+    # Newest first, as the timeline lists them: ties and zero-score fill-ins must not depend on
+    # the order the shuffle delivered the group in.
+    history = sorted(group.to_pylist(), key=lambda row: (row["created_at"] is not None, row["created_at"] or 0,
+                                                         row["mid"]), reverse=True)
     mine = cases.get(history[0]["user_id"], []) if history else []
     if not mine:
         return RETRIEVAL.empty_table()
@@ -249,6 +252,7 @@ def _persona(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any
             raise ValueError("persona.model: name the model the endpoint serves")
         cache_dir = out / "persona_cache"
         cache_dir.mkdir(parents=True, exist_ok=True)
+        compact_journals(cache_dir)  # before any worker starts a journal of its own
         rate = endpoint.requests_per_second / config.persona_workers if endpoint.requests_per_second else None
         personas = inputs.map_batches(
             PersonaWorker, batch_format="pyarrow", batch_size=endpoint.concurrency * 16,
@@ -304,15 +308,18 @@ def _offline_batch(batch: pa.Table) -> pa.Table:
 
 
 class PersonaWorker:
-    """A Ray Data actor: cached personas are reused, the rest asked concurrently; every new answer is
-    appended to the cache (a part file per batch, written atomically) before the batch returns."""
+    """A Ray Data actor: cached personas are reused, the rest asked concurrently. Each answer is
+    appended to this worker's journal the moment it arrives, so a killed run keeps every answer it
+    was given; at the end of a batch the journal becomes a Parquet part of the cache."""
 
     def __init__(self, cache_dir: str, **client_kwargs: Any) -> None:
         self.cache_dir = Path(cache_dir)
         self.loop = asyncio.new_event_loop()
         self.client_kwargs = client_kwargs
         self.client: PersonaClient | None = None
-        self.cache = {row["key"]: row for row in read_parts(self.cache_dir, PERSONA_CACHE, []).to_pylist()}
+        self.cache = {row["key"]: row for row in read_persona_cache(self.cache_dir)}
+        self.journal_path = self.cache_dir / f"{JOURNAL_PREFIX}{secrets.token_hex(8)}.jsonl"
+        self.journal = None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         users = batch.to_pylist()
@@ -329,7 +336,7 @@ class PersonaWorker:
                 todo.append(user)
         if todo:
             results = self.loop.run_until_complete(self._ask(todo))
-            self._remember([r for r in results if r.source == "llm"])
+            self._compact([r for r in results if r.source == "llm"])
             names = {u["user_id"]: u["user_name"] for u in todo}
             rows += [{**asdict(r), "user_name": names[r.user_id]} for r in results]
         return pa.Table.from_pylist(rows, schema=PERSONAS)
@@ -337,16 +344,66 @@ class PersonaWorker:
     async def _ask(self, users: list[dict[str, Any]]) -> list[Any]:
         if self.client is None:
             self.client = PersonaClient(**self.client_kwargs)
-        return await personas_for(self.client, users)
+        return await personas_for(self.client, users, on_result=self._journal)
 
-    def _remember(self, results: list[Any]) -> None:
+    def _journal(self, result: Any) -> None:
+        if result.source != "llm":
+            return
+        if self.journal is None:
+            self.journal = self.journal_path.open("a", encoding="utf-8")
+        self.journal.write(json.dumps(_cache_row(result), ensure_ascii=False) + "\n")
+        self.journal.flush()  # in the kernel's hands now: survives this process being killed
+
+    def _compact(self, results: list[Any]) -> None:
         if not results:
             return
-        rows = [{"key": r.key, "persona": r.persona, "model": r.model, "prompt_tokens": r.prompt_tokens,
-                 "completion_tokens": r.completion_tokens} for r in results]
+        rows = [_cache_row(r) for r in results]
         atomic_write_parquet(pa.Table.from_pylist(rows, schema=PERSONA_CACHE),
                              self.cache_dir / f"part-{secrets.token_hex(8)}.parquet")
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        self.journal_path.unlink(missing_ok=True)
         self.cache.update({row["key"]: row for row in rows})
+
+
+JOURNAL_PREFIX = "journal-"
+
+
+def _cache_row(result: Any) -> dict[str, Any]:
+    return {"key": result.key, "persona": result.persona, "model": result.model,
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}
+
+
+def read_persona_cache(cache_dir: Path) -> list[dict[str, Any]]:
+    """Every cached answer: the Parquet parts, then the journals of runs that did not finish (a line
+    cut short by a kill is skipped)."""
+    rows = read_parts(cache_dir, PERSONA_CACHE, []).to_pylist()
+    for journal in sorted(cache_dir.glob(f"{JOURNAL_PREFIX}*.jsonl")):
+        for line in journal.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                rows.append({name: row[name] for name in PERSONA_CACHE.names})
+            except (ValueError, KeyError, TypeError):
+                log.warning("persona cache: skipped a damaged line in %s", journal.name)
+    return rows
+
+
+def compact_journals(cache_dir: Path) -> int:
+    """Fold the journals left by interrupted runs into one Parquet part; the rows it kept."""
+    journals = sorted(cache_dir.glob(f"{JOURNAL_PREFIX}*.jsonl"))
+    if not journals:
+        return 0
+    parts = read_parts(cache_dir, PERSONA_CACHE, [])
+    known = set(parts["key"].to_pylist())
+    rows = [row for row in read_persona_cache(cache_dir) if row["key"] not in known]
+    if rows:
+        atomic_write_parquet(pa.Table.from_pylist(rows, schema=PERSONA_CACHE),
+                             cache_dir / f"part-{secrets.token_hex(8)}.parquet")
+    for journal in journals:
+        journal.unlink()
+    log.info("persona cache: kept %d answers an interrupted run had paid for", len(rows))
+    return len(rows)
 
 
 # --- sft ---------------------------------------------------------------------------------------
@@ -482,10 +539,16 @@ def _fingerprint(inputs: list[Path], settings: dict[str, Any]) -> str:
 
 
 def _up_to_date(target: Path, fingerprint: str) -> bool:
+    """Same inputs and settings as the last success, and nothing in it fell short (a persona whose
+    retries ran out is asked again on the next run; the cache answers for everyone else)."""
     try:
-        return json.loads((target / SUCCESS).read_text())["fingerprint"] == fingerprint
-    except (OSError, ValueError, KeyError):
+        last = json.loads((target / SUCCESS).read_text())
+    except (OSError, ValueError):
         return False
+    if last.get("report", {}).get("failed"):
+        log.info("%s: %d rows fell short last time: running it again", target.name, last["report"]["failed"])
+        return False
+    return last.get("fingerprint") == fingerprint
 
 
 def _settings_of(step: str, config: DatasetConfig) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +96,19 @@ def _short(text: str) -> str:
 
 
 def normalize_persona(text: str) -> str:
-    """An LLM answer in the research form: numbered lines, no markdown, each facet trimmed."""
+    """An LLM answer in the research form: numbered lines, no markdown, each facet's value at most
+    FACET_CHARS characters (the prompt asks for that; models do not always listen)."""
     lines = [re.sub(r"[*#`>]+", "", line).strip() for line in text.strip().splitlines()]
-    return "\n".join(line for line in lines if line)
+    return "\n".join(_trim_facet(line) for line in lines if line)
+
+
+_FACET_LINE = re.compile(r"(\d+\s*[.、．)]\s*)?(?:([^：:]{1,12})([：:]))?(.*)")
+
+
+def _trim_facet(line: str) -> str:
+    """'1. 语言风格：…' keeps its number and label; only the value is trimmed."""
+    number, label, colon, value = _FACET_LINE.fullmatch(line).groups()  # type: ignore[union-attr]
+    return f"{number or ''}{label or ''}{colon or ''}{_short(value.strip())}"
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,16 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}{f' {status}' if status else ''}: {str(error)[:160]}"
 
 
-async def personas_for(client: PersonaClient, users: list[dict[str, Any]]) -> list[PersonaResult]:
-    """All users' personas, concurrently (the client bounds the concurrency)."""
-    return await asyncio.gather(*(client.persona(u["user_id"], u["user_name"], u["posts"]) for u in users))
+async def personas_for(
+    client: PersonaClient, users: list[dict[str, Any]], on_result: Callable[[PersonaResult], None] | None = None
+) -> list[PersonaResult]:
+    """All users' personas, concurrently (the client bounds the concurrency); `on_result` sees each
+    one as soon as it arrives, so a caller can keep what it paid for before the rest are back."""
+
+    async def one(user: dict[str, Any]) -> PersonaResult:
+        result = await client.persona(user["user_id"], user["user_name"], user["posts"])
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return await asyncio.gather(*(one(user) for user in users))

@@ -116,3 +116,16 @@ def test_a_repost_is_scored_on_its_comment_and_the_reposted_text() -> None:
 def test_rjieba_tokenises_like_jieba(simulator) -> None:
     texts = [row["text"] for row in simulator.ground_truth()["history"][:500]]
     assert all(tokenize(text) == list(jieba.cut(text)) for text in texts)
+
+
+@pytest.mark.parametrize(("usable", "min_posts", "dropped"), [(9, 10, 9), (10, 10, 0), (0, 1, 0)])
+def test_a_user_with_too_few_usable_posts_is_dropped_whole(usable: int, min_posts: int, dropped: int) -> None:
+    import pyarrow as pa
+
+    from dataset_jobs.job import _enforce_min_posts
+
+    group = pa.table({"mid": [str(i) for i in range(usable + 2)],
+                      "dropped_by": [None] * usable + ["empty", "hashtags_only"]})
+    verdicts = _enforce_min_posts(group, min_posts)["dropped_by"].to_pylist()
+    assert verdicts.count("user_too_few_posts") == dropped
+    assert verdicts[-2:] == ["empty", "hashtags_only"]  # a post keeps the first rule that dropped it

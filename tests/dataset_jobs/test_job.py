@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import yaml
 
 from cluster.cli import main
 from cluster.parquet import read_table_dir
@@ -17,6 +22,8 @@ from cluster.stage_configs import DatasetConfig, RayConfig
 from dataset_jobs.fake_llm import FakeLLM, FakeLLMConfig
 from dataset_jobs.job import SUCCESS, run, split_topics
 from pac_lora import build_prompt, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def config(crawl_dir: Path, out: Path, **overrides) -> DatasetConfig:
@@ -87,6 +94,16 @@ def test_sft_rows_become_prompts_with_spans(built: Path) -> None:
     assert tokenizer.decode(enc.input_ids[slice(*enc.user_span)]).startswith("你的用户名为")
 
 
+def test_configured_exclusion_words_replace_the_default_list(built: Path, crawl_dir: Path, tmp_path: Path) -> None:
+    history = read_table_dir(built / "clean" / "history", CLEAN_HISTORY)["text"].to_pylist()
+    word = Counter(history[0][i:i + 2] for i in range(len(history[0]) - 1)).most_common(1)[0][0]
+    hits = sum(word in text for text in history)
+    out = tmp_path / "dataset"
+    assert run(config(crawl_dir, out, steps=["clean"], exclusion_words=[word], min_history_posts=1)) == 0
+    assert report(out, "clean")["dropped_by_rule"]["excluded_word"] >= hits > 0
+    assert not any(word in text for text in read_table_dir(out / "clean" / "history", CLEAN_HISTORY)["text"].to_pylist())
+
+
 def test_a_rerun_skips_what_is_up_to_date_and_redoes_what_changed(built: Path, crawl_dir: Path) -> None:
     stamps = {step: (built / step / SUCCESS).stat().st_mtime_ns for step in ("clean", "retrieval", "personas", "sft")}
     assert run(config(crawl_dir, built)) == 0
@@ -119,6 +136,66 @@ def test_personas_through_an_endpoint_never_pay_twice(crawl_dir: Path, tmp_path:
     assert second_calls == len(failed)  # the cache answered for everyone else
     assert {p["source"] for p in second.values()} == {"cache", "llm"}
     assert all(second[p["user_id"]]["source"] == "llm" for p in failed)
+
+
+def test_a_plain_rerun_asks_again_only_for_the_personas_that_failed(crawl_dir: Path, tmp_path: Path,
+                                                                   ray_local) -> None:
+    out = tmp_path / "dataset"
+    assert run(config(crawl_dir, out, steps=["clean"])) == 0
+    with FakeLLM(FakeLLMConfig(rate_500=0.3, seed=9)).running() as flaky:
+        endpoint = {"base_url": flaky.base_url, "model": "fake-persona-1", "max_retries": 0, "concurrency": 4}
+        assert run(config(crawl_dir, out, steps=["persona"], persona=endpoint)) == 0
+    failed = report(out, "personas")["failed"]
+    assert failed > 0
+    with FakeLLM().running() as healthy:
+        endpoint["base_url"] = healthy.base_url
+        assert run(config(crawl_dir, out, steps=["persona"], persona=endpoint)) == 0  # no force=true
+        assert healthy.calls.total == failed
+    assert report(out, "personas")["failed"] == 0
+
+
+def test_a_killed_persona_run_resumes_without_paying_twice(crawl_dir: Path, tmp_path: Path, ray_local) -> None:
+    """Kill the job (SIGKILL, the worst case) once the endpoint has answered half the users; every
+    answer given before the kill is kept, so the rerun asks only for the others."""
+    out = tmp_path / "dataset"
+    assert run(config(crawl_dir, out, steps=["clean"])) == 0
+    users = len({row["user_id"] for row in read_table_dir(out / "clean" / "cases", CASES).to_pylist()})
+    answered = users // 2
+    with FakeLLM(FakeLLMConfig(hold_after=answered)).running() as llm:
+        endpoint = {"base_url": llm.base_url, "model": "fake-persona-1", "concurrency": 4}
+        path = tmp_path / "dataset.yaml"
+        path.write_text(yaml.safe_dump({
+            "crawl_dir": str(crawl_dir), "output_dir": str(out), "steps": ["persona"], "persona": endpoint,
+            "ray": {"address": ray_local.address},
+        }))
+        job = subprocess.Popen([sys.executable, "-m", "dataset_jobs", "--config", str(path)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: llm.calls.total >= answered and llm.holding > 0, "the endpoint to answer half the users")
+            wait_for(lambda: journal_rows(out) == answered, "the answers to reach the persona cache")
+        finally:
+            job.kill()
+            job.wait(timeout=30)
+        wait_for(lambda: llm.holding == 0, "the killed job's workers to hang up")
+        llm.release()
+        assert run(config(crawl_dir, out, steps=["persona"], persona=endpoint)) == 0
+        assert llm.calls.total == users and max(llm.calls.by_prompt.values()) == 1
+    sources = Counter(p["source"] for p in read_table_dir(out / "personas", PERSONAS).to_pylist())
+    assert sources == {"cache": answered, "llm": users - answered}
+    assert not list((out / "persona_cache").glob("journal-*"))  # folded into Parquet parts
+
+
+def journal_rows(out: Path) -> int:
+    return sum(len(path.read_text(encoding="utf-8").splitlines())
+               for path in (out / "persona_cache").glob("journal-*.jsonl"))
+
+
+def wait_for(condition, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def test_malformed_rows_and_unreadable_files_are_reported_not_fatal(crawl_dir: Path, tmp_path: Path, ray_local,
