@@ -26,8 +26,8 @@ from cluster.config import load_config
 from cluster.logs import setup_logging
 from cluster.ray_connect import ray_session
 from cluster.stage_configs import ServeConfig
-from pac_lora.config import CONFIG_FILE
 from serve.api import Api
+from serve.engine import PAC_CONFIG_FILE, PEFT_CONFIG_FILE, adapter_format
 from serve.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ def missing_paths(config: ServeConfig) -> list[str]:
     if not (Path(config.base_model) / "config.json").is_file():
         problems.append(f"base_model: {config.base_model} is not a local model directory (no config.json)")
     for adapter_id, directory in config.adapters.items():
-        if not (Path(directory) / CONFIG_FILE).is_file():
-            problems.append(f"adapters.{adapter_id}: {directory} holds no PAC-LoRA adapter ({CONFIG_FILE})")
+        if adapter_format(directory) is None:
+            problems.append(f"adapters.{adapter_id}: {directory} holds no adapter (neither a PAC-LoRA "
+                            f"{PAC_CONFIG_FILE} nor a peft LoRA {PEFT_CONFIG_FILE})")
     return problems
 
 

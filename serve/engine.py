@@ -1,5 +1,8 @@
 """Batched generation: one left-padded `generate` per (model, decoding) group, with per-row spans.
 
+Servable adapters: PAC-LoRA (`pac_lora_config.json`, reads the user and news spans) and the plain
+peft LoRA baseline (`adapter_config.json`, `socialalign train method=lora`; no spans).
+
 Rows of one group share a model and the decoding parameters that `generate` takes once per call;
 max_new_tokens may differ per row: the group runs to the largest and each row is cut to its own
 (a greedy row's first k tokens do not depend on how long the call runs). Left padding keeps
@@ -27,19 +30,23 @@ from pac_lora import (
     load_adapter,
     load_base_model,
 )
+from pac_lora.config import CONFIG_FILE as PAC_CONFIG_FILE
 from serve.protocol import Completion, Sampling
 
 log = logging.getLogger(__name__)
 
+PEFT_CONFIG_FILE = "adapter_config.json"  # what peft's save_pretrained writes
+ADAPTER_FORMATS = {PAC_CONFIG_FILE: "pac_lora", PEFT_CONFIG_FILE: "lora"}
+
 
 @dataclass
 class LoadedModel:
-    """A servable model: a PAC-LoRA adapter on the shared base weights, or the base model alone."""
+    """A servable model: an adapter on the shared base weights, or the base model alone."""
 
     model_id: str
     model: Any
     routing: str  # how its prompts' spans are computed ("sequence" or "token")
-    is_adapter: bool
+    takes_spans: bool  # PAC-LoRA: generate reads user_spans and news_spans
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,40 @@ def load_base(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any
     return model.eval(), tokenizer
 
 
+def adapter_format(directory: str | Path) -> str | None:
+    """"pac_lora" or "lora" by the config file in `directory`; None when it holds neither."""
+    return next((kind for name, kind in ADAPTER_FORMATS.items() if (Path(directory) / name).is_file()), None)
+
+
+def load_any_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
+    """The adapter in `directory`, PAC-LoRA or peft LoRA, on a copy of `base` sharing its weights."""
+    kind = adapter_format(directory)
+    if kind == "pac_lora":
+        return load_pac_adapter(base, model_id, directory)
+    if kind == "lora":
+        return load_peft_adapter(base, model_id, directory)
+    raise FileNotFoundError(f"{directory} holds no adapter (neither {PAC_CONFIG_FILE} nor {PEFT_CONFIG_FILE})")
+
+
 def load_pac_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
     """PAC-LoRA from `directory` on a copy of `base` that shares every base weight (only the adapter is new)."""
-    shared = {id(tensor): tensor for tensor in itertools.chain(base.parameters(), base.buffers())}
-    wrapped = load_adapter(copy.deepcopy(base, shared), directory).eval()
+    wrapped = load_adapter(_shared_copy(base), directory).eval()
     routing = PACLoraConfig.load(directory).routing
-    return LoadedModel(model_id=model_id, model=wrapped, routing=routing, is_adapter=True)
+    return LoadedModel(model_id=model_id, model=wrapped, routing=routing, takes_spans=True)
+
+
+def load_peft_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
+    """A peft LoRA (the baseline) from `directory` on a copy of `base` that shares every base weight."""
+    from peft import PeftModel
+
+    wrapped = PeftModel.from_pretrained(_shared_copy(base), str(directory), is_trainable=False).eval()
+    return LoadedModel(model_id=model_id, model=wrapped, routing="sequence", takes_spans=False)
+
+
+def _shared_copy(base: Any) -> Any:
+    """A deep copy of `base` whose parameters and buffers are the very tensors of `base`."""
+    shared = {id(tensor): tensor for tensor in itertools.chain(base.parameters(), base.buffers())}
+    return copy.deepcopy(base, shared)
 
 
 def generate_rows(
@@ -105,7 +140,7 @@ def _generate_group(rows: list[Row], tokenizer: Any) -> Iterator[Completion]:
     device = next(loaded.model.parameters()).device
     batch = collate([row.encoding for row in rows], tokenizer.pad_token_id, padding_side="left")
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
-    if loaded.is_adapter:
+    if loaded.takes_spans:
         inputs.update(user_spans=batch["user_spans"], news_spans=batch["news_spans"])
     longest = max(row.sampling.max_new_tokens for row in rows)
     with torch.no_grad():

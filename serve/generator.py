@@ -1,4 +1,4 @@
-"""The model deployment: the base model, PAC-LoRA adapters multiplexed per replica, dynamic batching.
+"""The model deployment: the base model, adapters (PAC-LoRA or peft LoRA) multiplexed per replica, dynamic batching.
 
 A call is a list of jobs (a prompt and a number of samples) for one model id, the multiplexed
 model id the ingress routes on, so calls for an adapter go to replicas that hold it. Each sample
@@ -45,7 +45,7 @@ class Generator:
         self.config = config
         began = time.monotonic()
         self.base, self.tokenizer = load_base(config.base_model, config.device, config.dtype)
-        self.base_entry = LoadedModel(config.base_model_id, self.base, routing="sequence", is_adapter=False)
+        self.base_entry = LoadedModel(config.base_model_id, self.base, routing="sequence", takes_spans=False)
         self.batches: deque[tuple[int, float]] = deque(maxlen=10_000)  # (rows, seconds) per generate
         self.adapter_loads: list[str] = []
         self.waiting: deque[tuple[list[Any], list[asyncio.Future]]] = deque()  # batches for the loop
@@ -182,13 +182,13 @@ class Generator:
             log.warning("metric serve_batch_size not recorded: %s", error)
 
     async def _load(self, model_id: str) -> Any:
-        from serve.engine import load_pac_adapter
+        from serve.engine import load_any_adapter
 
         directory = self.config.adapters.get(model_id)
         if directory is None:
             raise UnknownModel(model_id, [self.config.base_model_id, *self.config.adapters])
         began = time.monotonic()
-        loaded = await asyncio.to_thread(load_pac_adapter, self.base, model_id, directory)
+        loaded = await asyncio.to_thread(load_any_adapter, self.base, model_id, directory)
         count("serve_adapter_loads", model=model_id)
         self.adapter_loads.append(model_id)
         log.info("adapter %s loaded from %s in %.2fs", model_id, directory, time.monotonic() - began)

@@ -71,15 +71,15 @@ class Predictor:
     """Holds the base model (and adapter) once; each batch is one batched generate per sample round."""
 
     def __init__(self, config: PredictConfig) -> None:
-        from serve.engine import LoadedModel, load_base, load_pac_adapter
+        from serve.engine import LoadedModel, load_any_adapter, load_base
         from serve.protocol import Sampling
 
         self.config = config
         base, self.tokenizer = load_base(config.base_model)
         if config.adapter:
-            self.model = load_pac_adapter(base, config.method, config.adapter)
+            self.model = load_any_adapter(base, config.method, config.adapter)
         else:
-            self.model = LoadedModel(config.method, base, routing="sequence", is_adapter=False)
+            self.model = LoadedModel(config.method, base, routing="sequence", takes_spans=False)
         d = config.decoding
         self.sampling = Sampling(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens)
 

@@ -1,4 +1,5 @@
-"""A tiny served model: a Qwen2 checkpoint with two PAC-LoRA adapters, and the Serve app serving it.
+"""A tiny served model: a Qwen2 checkpoint with two PAC-LoRA adapters and a peft LoRA (the
+baseline's format), and the Serve app serving them.
 
 The tiny checkpoint's linears are re-drawn with a larger scale: at the default initialisation the
 residual stream is mostly the input embedding, so (with tied embeddings) greedy decoding repeats
@@ -31,7 +32,7 @@ APP = "socialalign-test"
 @dataclass(frozen=True)
 class TinyModels:
     base: Path
-    adapters: dict[str, Path]
+    adapters: dict[str, Path]  # PAC-LoRA adapters and the peft LoRA ("lora"), by adapter id
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,26 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
             for param in pac.adapter_state_dict().values():
                 param.copy_(torch.randn(param.shape, generator=weights) * 0.1)
         adapters[adapter_id] = save_adapter(pac, root / adapter_id)
+    adapters["lora"] = save_peft_lora(base_dir, root / "lora")
     return TinyModels(base=base_dir, adapters=adapters)
+
+
+def save_peft_lora(base_dir: Path, directory: Path) -> Path:
+    """A peft LoRA saved as `socialalign train method=lora` saves it, with nonzero B so it changes outputs."""
+    from peft import LoraConfig, get_peft_model
+
+    from pac_lora import load_base_model
+
+    base, _ = load_base_model(base_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                           task_type="CAUSAL_LM"))
+    weights = torch.Generator().manual_seed(200)
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=weights) * 0.3)
+    lora.save_pretrained(str(directory))
+    return directory
 
 
 def serve_yaml(models: TinyModels, population_dir: Path, **overrides: object) -> dict:

@@ -42,10 +42,10 @@ def test_health_models_and_openapi_are_published(served) -> None:
     health = served.get("/healthz", token=None)
     assert health.status_code == 200
     assert health.json() == {
-        "status": "ok", "models": ["base", "alpha", "beta"], "default_model": "alpha",
+        "status": "ok", "models": ["base", "alpha", "beta", "lora"], "default_model": "alpha",
         "labeler": "placeholder-unlabelled",
     }
-    assert [m["id"] for m in served.get("/v1/models").json()["data"]] == ["base", "alpha", "beta"]
+    assert [m["id"] for m in served.get("/v1/models").json()["data"]] == ["base", "alpha", "beta", "lora"]
     paths = served.get("/openapi.json", token=None).json()["paths"]
     assert {"/v1/predict/micro", "/v1/predict/macro", "/v1/chat/completions", "/v1/models", "/healthz"} <= set(paths)
 
@@ -71,13 +71,13 @@ def test_micro_prediction_is_labelled_by_the_named_placeholder(served) -> None:
     assert without_persona["variant"] == "without_persona"
 
 
-def test_two_adapters_and_the_base_model_answer_differently(served) -> None:
+def test_the_adapters_and_the_base_model_answer_differently(served) -> None:
     texts = {}
-    for model in ("alpha", "beta", "base"):
+    for model in ("alpha", "beta", "lora", "base"):
         response = served.post("/v1/predict/micro", micro(model, decoding={"temperature": 0, "max_new_tokens": 12}))
         assert response.status_code == 200, response.text
         texts[model] = response.json()["predictions"][0]["text"]
-    assert len(set(texts.values())) == 3, texts
+    assert len(set(texts.values())) == 4, texts
     again = served.post("/v1/predict/micro", micro("alpha", decoding={"temperature": 0, "max_new_tokens": 12}))
     assert again.json()["predictions"][0]["text"] == texts["alpha"]  # greedy: the same every time
 
@@ -234,7 +234,7 @@ def client(served) -> openai.OpenAI:
 
 
 def test_models_and_chat_completions_through_the_openai_client(client) -> None:
-    assert [model.id for model in client.models.list()] == ["base", "alpha", "beta"]
+    assert [model.id for model in client.models.list()] == ["base", "alpha", "beta", "lora"]
     messages = [{"role": "system", "content": "你是一个微博用户。"}, {"role": "user", "content": "说说今天的新闻"}]
     first = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=8)
     again = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=8)
@@ -398,7 +398,8 @@ def test_overload_answers_503_and_never_crashes(served) -> None:
 # -- socialalign predict: through this app, and in-process, the same rows give the same posts -------
 
 
-def test_predict_through_the_app_equals_predicting_in_process(served, tiny_models, tmp_path) -> None:
+@pytest.mark.parametrize("adapter_id", ["alpha", "lora"])  # PAC-LoRA, and the peft LoRA baseline
+def test_predict_through_the_app_equals_predicting_in_process(served, tiny_models, tmp_path, adapter_id) -> None:
     from cluster.stage_configs import PredictConfig, RayConfig
     from pac_lora import format_history_post, research_prompt_parts
     from serve.predict import run as predict
@@ -418,14 +419,15 @@ def test_predict_through_the_app_equals_predicting_in_process(served, tiny_model
     pq.write_table(pa.Table.from_pylist(rows, schema=SFT), tmp_path / "test" / "part-0.parquet")
     common = {"test_path": tmp_path / "test", "decoding": {"temperature": 0, "max_new_tokens": 8},
               "ray": RayConfig(include_dashboard=False)}
-    through_app = PredictConfig(endpoint=served.url, model="alpha", auth_token=served.token, method="alpha",
+    through_app = PredictConfig(endpoint=served.url, model=adapter_id, auth_token=served.token, method=adapter_id,
                                 output_path=tmp_path / "app.parquet", **common)
-    in_process = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters["alpha"]),
-                               method="alpha", output_path=tmp_path / "local.parquet", **common)
+    in_process = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters[adapter_id]),
+                               method=adapter_id, output_path=tmp_path / "local.parquet", **common)
     assert predict(through_app) == 0 and predict(in_process) == 0
     app_rows = pq.read_table(tmp_path / "app.parquet").to_pylist()
     local_rows = pq.read_table(tmp_path / "local.parquet").to_pylist()
     assert len(app_rows) == len(local_rows) == 2  # the full rows only, one sample each
     key = lambda row: (row["topic"], row["mid"], row["sample"])  # noqa: E731
     assert [r["prediction"] for r in sorted(app_rows, key=key)] == [r["prediction"] for r in sorted(local_rows, key=key)]
-    assert all(row["real"] == "真实的微博" and row["method"] == "alpha" for row in app_rows)
+    assert all(row["real"] == "真实的微博" for row in app_rows)
+    assert {row["method"] for row in app_rows} == {adapter_id}

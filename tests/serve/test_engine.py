@@ -7,7 +7,7 @@ import torch
 
 from pac_lora import build_prompt, research_prompt_parts
 from pac_lora.layer import PACLoraLinear
-from serve.engine import LoadedModel, Row, generate_rows, load_base, load_pac_adapter
+from serve.engine import LoadedModel, Row, adapter_format, generate_rows, load_any_adapter, load_base
 from serve.prompts import encode
 from serve.protocol import ChatPrompt, ResearchPrompt, Sampling, UserProfile
 
@@ -17,9 +17,9 @@ GREEDY = Sampling(temperature=0, top_p=0.9, top_k=20, repetition_penalty=1.2, ma
 @pytest.fixture(scope="module")
 def models(tiny_models):
     base, tokenizer = load_base(str(tiny_models.base), device="cpu")
-    loaded = {"base": LoadedModel("base", base, "sequence", is_adapter=False)}
+    loaded = {"base": LoadedModel("base", base, "sequence", takes_spans=False)}
     for adapter_id, directory in tiny_models.adapters.items():
-        loaded[adapter_id] = load_pac_adapter(base, adapter_id, directory)
+        loaded[adapter_id] = load_any_adapter(base, adapter_id, directory)
     return loaded, tokenizer
 
 
@@ -37,7 +37,7 @@ def prompts() -> list[ResearchPrompt | ChatPrompt]:
     return found
 
 
-@pytest.mark.parametrize("model_id", ["alpha", "beta", "base"])
+@pytest.mark.parametrize("model_id", ["alpha", "beta", "lora", "base"])
 def test_a_batch_gives_each_row_what_it_gets_alone(models, model_id: str) -> None:
     loaded, tokenizer = models
     model = loaded[model_id]
@@ -112,3 +112,59 @@ def test_generation_uses_no_gradient_memory(models) -> None:
     with torch.enable_grad():
         generate_rows([row], tokenizer)
     assert all(p.grad is None for p in loaded["alpha"].model.parameters())
+
+
+# -- The peft LoRA baseline (`socialalign train method=lora`): served without spans ------------------
+
+
+def peft_generate(tiny_models, input_ids: list[int], max_new_tokens: int) -> str:
+    """What peft itself generates greedily for one prompt: a fresh base model, the adapter loaded by peft."""
+    from peft import PeftModel
+
+    from pac_lora import load_base_model
+
+    fresh, tokenizer = load_base_model(tiny_models.base)
+    direct = PeftModel.from_pretrained(fresh, str(tiny_models.adapters["lora"])).eval()
+    ids = torch.tensor([input_ids])
+    with torch.no_grad():
+        out = direct.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                              max_new_tokens=max_new_tokens, repetition_penalty=1.2, temperature=None, top_p=None,
+                              top_k=None, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_a_peft_lora_answers_as_peft_does_on_the_shared_base_weights(models, tiny_models) -> None:
+    loaded, tokenizer = models
+    lora = loaded["lora"]
+    assert adapter_format(tiny_models.adapters["lora"]) == "lora" and adapter_format(tiny_models.base) is None
+    assert not lora.takes_spans and not lora.model.training
+    own = {id(param) for param in loaded["base"].model.parameters()}
+    base_weights = [p for name, p in lora.model.named_parameters() if "lora_" not in name]
+    assert base_weights and all(id(p) in own for p in base_weights)
+    encoding = encode(tokenizer, prompts()[0], lora.routing, 2048)
+    served = generate_rows([Row(lora, encoding, GREEDY)], tokenizer)[0].text
+    zero_shot = generate_rows([Row(loaded["base"], encoding, GREEDY)], tokenizer)[0].text
+    assert served != zero_shot
+    assert served == peft_generate(tiny_models, encoding.input_ids, GREEDY.max_new_tokens)
+
+
+def test_predict_in_process_loads_a_peft_lora(tiny_models) -> None:
+    import pyarrow as pa
+
+    from cluster.schemas import PREDICTIONS
+    from cluster.stage_configs import PredictConfig
+    from serve.predict import Predictor
+
+    prompt = prompts()[0]
+    history = ["今天天气不错。", "你转发了微博: 支持, 并评论说: 加油"]
+    parts = research_prompt_parts(prompt.user.name, history, prompt.user.persona, prompt.news, prompt.topic, "full")
+    row = {"id": "t|u1|m1|full", "topic": prompt.topic, "user_id": "u1", "mid": "m1", "variant": "full",
+           "user_part": parts.user_part, "news_part": parts.news_part, "instruction_part": parts.instruction_part,
+           "output": "真实的微博"}
+    config = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters["lora"]), method="lora",
+                           decoding={"temperature": 0, "max_new_tokens": 6})
+    predictor = Predictor(config)
+    [predicted] = predictor(pa.Table.from_pylist([row])).to_pylist()
+    encoding = build_prompt(predictor.tokenizer, parts.user_part, parts.news_part, parts.instruction_part)
+    assert predicted["prediction"] == peft_generate(tiny_models, encoding.input_ids, 6)
+    assert predicted["method"] == "lora" and predictor(pa.Table.from_pylist([row])).schema == PREDICTIONS

@@ -140,6 +140,12 @@ def test_the_builder_reads_the_same_config_as_the_cli(tmp_path: Path, monkeypatc
         app_builder({"config": str(config_path), "overrides": ["max_ongoing_requests=2"]})
     config = load_config(ServeConfig, config_path, ["adapters={a: /nowhere}"])
     assert [line.split(":")[0] for line in missing_paths(config)] == ["base_model", "adapters.a"]
+    for adapter_dir, config_file in (("pac", "pac_lora_config.json"), ("lora", "adapter_config.json")):
+        (tmp_path / adapter_dir).mkdir()  # PAC-LoRA, and the peft LoRA baseline (train method=lora)
+        (tmp_path / adapter_dir / config_file).write_text("{}")
+    adapters = f"adapters={{pac: {tmp_path / 'pac'}, lora: {tmp_path / 'lora'}}}"
+    assert [line.split(":")[0] for line in missing_paths(load_config(ServeConfig, config_path, [adapters]))] == [
+        "base_model"]
     assert run(config) == 2  # refused before Ray or Serve start
 
 
