@@ -30,7 +30,8 @@ class Task:
     kind: str  # search | ai_search | profile | details | timeline | long_text | region
     key: str  # unique within its kind: a re-discovered task has the same key and is dropped
     params: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
+    attempts: int = 0  # failures that were the page's fault (bad body, network, unexpected status)
+    deferrals: int = 0  # retries that were not: throttled, 5xx, its cookie died, no cookie free
 
     @property
     def id(self) -> str:
@@ -43,8 +44,11 @@ class Task:
     def from_json(cls, text: str) -> Task:
         return cls(**json.loads(text))
 
-    def retried(self) -> Task:
-        return Task(self.kind, self.key, self.params, self.attempts + 1)
+    def retried(self, counted: bool = True) -> Task:
+        """The task again, one more attempt counted (or, when not counted, one more deferral)."""
+        if counted:
+            return Task(self.kind, self.key, self.params, self.attempts + 1, self.deferrals)
+        return Task(self.kind, self.key, self.params, self.attempts, self.deferrals + 1)
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,9 @@ class FrontierState:
             self.pending.pop(task_id, None)
             self.done.add(task_id)
 
-    def retry(self, task: Task) -> None:
-        """Back to the end of the queue with one more attempt counted."""
-        again = task.retried()
+    def retry(self, task: Task, counted: bool = True) -> None:
+        """Back to the end of the queue with one more attempt (or deferral, when not counted)."""
+        again = task.retried(counted)
         self._log([{"op": "retry", "task": json.loads(again.to_json())}])
         self.tasks[again.id] = again
         self.leased.pop(again.id, None)
@@ -174,8 +178,8 @@ def _remote_frontier_actor() -> Any:
         def complete(self, task_ids: list[str]) -> None:
             self.state.complete(task_ids)
 
-        def retry(self, task: str) -> None:
-            self.state.retry(Task.from_json(task))
+        def retry(self, task: str, counted: bool = True) -> None:
+            self.state.retry(Task.from_json(task), counted)
 
         def recover(self) -> int:
             return self.state.recover()
@@ -202,8 +206,8 @@ class ActorFrontier:
         if task_ids:
             await self.handle.complete.remote(task_ids)
 
-    async def retry(self, task: Task) -> None:
-        await self.handle.retry.remote(task.to_json())
+    async def retry(self, task: Task, counted: bool = True) -> None:
+        await self.handle.retry.remote(task.to_json(), counted)
 
     async def recover(self) -> int:
         return await self.handle.recover.remote()
@@ -324,8 +328,8 @@ class RedisFrontier:
         if task_ids:
             await self._script("complete", _LUA_COMPLETE)(keys=self._keys("leased", "done", "tasks"), args=task_ids)
 
-    async def retry(self, task: Task) -> None:
-        again = task.retried()
+    async def retry(self, task: Task, counted: bool = True) -> None:
+        again = task.retried(counted)
         await self._script("retry", _LUA_RETRY)(
             keys=self._keys("leased", "done", "tasks", "pending"), args=[again.id, again.to_json()]
         )

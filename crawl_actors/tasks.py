@@ -229,7 +229,7 @@ def _details(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits
 def _timeline(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
     p = task.params
     page = parsers.parse_timeline(body, url, now)
-    result = TaskResult()
+    result = TaskResult(partial_errors=list(page.errors))
     room = limits.max_posts_per_user - p["kept"]
     kept, reached_old = [], False
     for post in page.posts:

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from cluster.metrics import count
@@ -38,8 +39,11 @@ class WorkerSettings:
     limits: CrawlLimits = CrawlLimits()
     concurrency: int = 16
     lease_s: float = 300.0
-    max_attempts: int = 5
-    max_blocked_attempts: int = 20  # retries of a task whose cookie died under it (not the task's fault)
+    max_attempts: int = 5  # failures that are the page's fault: a bad body, the network, an odd status
+    # Retries that are not (throttled, 5xx, its cookie died) do not count as attempts: a throttled crawl
+    # must not give up pages. They have their own, far larger bound, so that a page that always
+    # answers 5xx cannot loop for ever; running out of cookies stops the crawl instead (resumable).
+    max_deferrals: int = 50
     request_timeout_s: float = 20.0
     flush_every_tasks: int = 50
     flush_interval_s: float = 5.0
@@ -63,11 +67,14 @@ class Outcome:
     """How a fetch went: what to tell the cookie pool and what to do with the task."""
 
     cookie: str | None  # "ok" | "throttled" | "expired" | None (not the cookie's business)
-    action: str  # "done" | "retry" | "retry_blocked" | "give_up"
+    # "done" | "retry" (the page's fault: counts an attempt) | "defer" (not its fault: counts a deferral)
+    # | "give_up"
+    action: str
     result: TaskResult | None = None
     error_kind: str | None = None
     message: str = ""
     snippet: str = ""
+    status: int | None = None  # the HTTP status; None when no response came
 
 
 class StopCrawl(Exception):
@@ -156,11 +163,10 @@ class CrawlWorker:
         try:
             cookie_id = await self.pool.acquire_wait(host)
         except NoUsableCookie as error:
-            await self.frontier.retry(task)  # not this task's fault; it stays for a resumed crawl
+            await self.frontier.retry(task, counted=False)  # not this task's fault; it stays for a resumed crawl
             raise StopCrawl(error.reason) from error
-        now = datetime.now(timezone.utc)
-        url, headers = request_for(task, self.settings.endpoints, now)
-        outcome = await self._fetch(session, task, url, {**headers, "Cookie": self.jar.header(cookie_id)}, now)
+        url, headers = request_for(task, self.settings.endpoints, datetime.now(timezone.utc))
+        outcome = await self._fetch(session, task, url, {**headers, "Cookie": self.jar.header(cookie_id)})
         if outcome.cookie is not None:
             await self.pool.report(cookie_id, host, outcome.cookie)
             if outcome.cookie != "ok":
@@ -169,7 +175,7 @@ class CrawlWorker:
             self.stats.expired_reports += outcome.cookie == "expired"
         await self._settle(task, url, outcome)
 
-    async def _fetch(self, session: Any, task: Task, url: str, headers: dict[str, str], now: datetime) -> Outcome:
+    async def _fetch(self, session: Any, task: Task, url: str, headers: dict[str, str]) -> Outcome:
         import aiohttp
 
         self.stats.requests += 1
@@ -177,6 +183,7 @@ class CrawlWorker:
             async with session.get(url, headers=headers, allow_redirects=False) as response:
                 status = response.status
                 location = response.headers.get("Location", "")
+                served_at = served_time(response.headers.get("Date"))
                 body = await response.text(errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             self.stats.status["network"] += 1
@@ -184,16 +191,17 @@ class CrawlWorker:
             return Outcome(None, "retry", error_kind="network", message=f"{type(error).__name__}: {error}")
         self.stats.status[status] += 1
         count("crawl_requests", host=HOST_OF[task.kind], status=str(status))
-        outcome = self._classify(task, url, status, location, body, now)
+        outcome = replace(self._classify(task, url, status, location, body, served_at), status=status)
         return outcome if outcome.action == "done" else replace(outcome, snippet=body[:SNIPPET_CHARS])
 
     def _classify(self, task: Task, url: str, status: int, location: str, body: str, now: datetime) -> Outcome:
+        """What an answer means; `now` is when it was served (relative times count from it)."""
         if status in (301, 302, 303, 307) and ("visitor" in location or "passport" in location):
-            return Outcome("expired", "retry_blocked", error_kind="blocked", message=f"redirected to {location}")
+            return Outcome("expired", "defer", error_kind="blocked", message=f"redirected to {location}")
         if status in THROTTLED or status >= 500:
-            return Outcome("throttled", "retry", error_kind="http", message=f"HTTP {status}")
+            return Outcome("throttled", "defer", error_kind="http", message=f"HTTP {status}")
         if status in EXPIRED:
-            return Outcome("expired", "retry_blocked", error_kind="blocked", message=f"HTTP {status}: {body[:80]}")
+            return Outcome("expired", "defer", error_kind="blocked", message=f"HTTP {status}: {body[:80]}")
         if status in NOT_FOUND:
             return Outcome("ok", "give_up", error_kind="http", message=f"HTTP {status}")
         if status != 200:
@@ -202,26 +210,32 @@ class CrawlWorker:
             result = handle(task, body, url, now, self.settings.limits)
         except parsers.Blocked as blocked:
             if blocked.reason == "rate_limited":
-                return Outcome("throttled", "retry", error_kind="http", message="rate limited (page says so)")
-            return Outcome("expired", "retry_blocked", error_kind="blocked", message=blocked.reason)
+                return Outcome("throttled", "defer", error_kind="http", message="rate limited (page says so)")
+            return Outcome("expired", "defer", error_kind="blocked", message=blocked.reason)
         except parsers.ParseError as error:
             return Outcome("ok", "retry", error_kind="parse", message=str(error))
+        except Exception as error:  # a page that trips a bug: an error row and a retry, never a dead crawl
+            log.warning("unexpected %s handling %s task %s", type(error).__name__, task.kind, url, exc_info=True)
+            return Outcome("ok", "retry", error_kind="parse", message=f"unexpected {type(error).__name__}: {error}")
         return Outcome("ok", "done", result=result)
 
     async def _settle(self, task: Task, url: str, outcome: Outcome) -> None:
         if outcome.action == "done":
             await self._accept(task, outcome.result)
             return
-        limit = self.settings.max_blocked_attempts if outcome.action == "retry_blocked" else self.settings.max_attempts
-        if outcome.action == "give_up" or task.attempts + 1 >= limit:
-            self._error(task, url, outcome, final=True)
+        counted = outcome.action != "defer"
+        if counted:
+            final = outcome.action == "give_up" or task.attempts + 1 >= self.settings.max_attempts
+        else:
+            final = task.deferrals + 1 >= self.settings.max_deferrals
+        self._error(task, url, outcome, final)
+        if final:
             self.unflushed.append(task.id)
             self.stats.tasks_done += 1
             return
-        self._error(task, url, outcome, final=False)
         self.stats.retries += 1
         count("crawl_retries", kind=task.kind)
-        await self.frontier.retry(task)
+        await self.frontier.retry(task, counted)
 
     async def _accept(self, task: Task, result: TaskResult) -> None:
         count("crawl_pages", kind=task.kind)
@@ -238,8 +252,12 @@ class CrawlWorker:
 
     def _error(self, task: Task, url: str, outcome: Outcome, final: bool) -> None:
         kind = "gave_up" if final and outcome.action != "give_up" else outcome.error_kind or "http"
-        attempts = f" after {task.attempts + 1} attempts" if final else f" (attempt {task.attempts + 1}, retrying)"
-        self._error_row(task, url, kind, _status_of(outcome.message), outcome.snippet, outcome.message + attempts)
+        if outcome.action == "defer":
+            tries = f"{task.deferrals + 1} deferrals (throttled or blocked)"
+        else:
+            tries = f"{task.attempts + 1} attempts"
+        note = f" after {tries}" if final else f" ({tries}, retrying)"
+        self._error_row(task, url, kind, outcome.status, outcome.snippet, outcome.message + note)
 
     def _error_row(self, task: Task, url: str, kind: str, status: int | None, snippet: str, message: str) -> None:
         self.stats.errors += 1
@@ -272,8 +290,14 @@ class CrawlWorker:
             pass
 
 
-def _status_of(message: str) -> int | None:
-    if message.startswith("HTTP "):
-        digits = message[5:8]
-        return int(digits) if digits.isdigit() else None
-    return None
+def served_time(date_header: str | None) -> datetime:
+    """When the page was served, from its Date header (the server's clock, which relative times like
+    '5分钟前' count from); the local clock when the header is missing or unreadable."""
+    if date_header:
+        try:
+            served = parsedate_to_datetime(date_header)
+        except (TypeError, ValueError, IndexError):
+            served = None
+        if served is not None:
+            return served.replace(tzinfo=timezone.utc) if served.tzinfo is None else served.astimezone(timezone.utc)
+    return datetime.now(timezone.utc)

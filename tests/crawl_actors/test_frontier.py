@@ -84,6 +84,31 @@ def test_retry_counts_attempts_and_requeues_at_the_end(frontier) -> None:
     assert [(t.key, t.attempts) for t in order] == [("y", 0), ("x", 1)]
 
 
+def test_a_retry_that_is_not_the_pages_fault_counts_a_deferral_not_an_attempt(frontier) -> None:
+    async def scenario():
+        await frontier.add(tasks("x"))
+        x = (await frontier.lease(1, 60))[0]
+        await frontier.retry(x, counted=False)
+        x = (await frontier.lease(1, 60))[0]
+        await frontier.retry(x, counted=False)
+        x = (await frontier.lease(1, 60))[0]
+        await frontier.retry(x)
+        again = await frontier.lease(1, 60)
+        await _close(frontier)
+        return again
+
+    again = run(scenario())
+    assert [(t.key, t.attempts, t.deferrals) for t in again] == [("x", 1, 2)]
+
+
+def test_a_journal_written_before_deferrals_existed_still_replays(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"op": "add", "task": {"kind": "profile", "key": "1", "params": {"uid": "1"}, "attempts": 2}}\n')
+    state = FrontierState(journal)
+    (task,) = state.lease(1, 60, time.monotonic())
+    assert (task.attempts, task.deferrals) == (2, 0)
+
+
 def test_a_completed_task_is_never_handed_out_again(frontier) -> None:
     async def scenario():
         await frontier.add(tasks("slow"))

@@ -1,0 +1,228 @@
+"""One crawl worker in this process, over real HTTP on 127.0.0.1, against a scripted server: what it
+does with bad pages, throttling, blocks and the Date header. The cookie pool and the frontier are
+small in-memory stand-ins (the real ones are tested in test_cookies.py and test_frontier.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from cluster.http_thread import serve_in_thread
+from crawl_actors import tasks as crawl_tasks
+from crawl_actors.cookies import CookieJar, NoUsableCookie, cookie_id
+from crawl_actors.frontier import FrontierState, Task
+from crawl_actors.output import finalize, read_table
+from crawl_actors.tasks import CrawlLimits, Endpoints, user_tasks
+from crawl_actors.worker import CrawlWorker, WorkerSettings, served_time
+
+COOKIE = "SUB=worker-test-cookie; SUBP=worker-test"
+NOTHING_HERE = {"ok": 0, "msg": "这里还没有内容", "data": {"cards": []}}
+LIMITS = CrawlLimits(fetch_details=False, fetch_long_text=False, fetch_regions=False)
+
+
+def profile(uid: str, followers: object = "1万") -> dict:
+    return {"ok": 1, "data": {"userInfo": {"id": int(uid), "screen_name": f"u{uid}", "followers_count": followers}}}
+
+
+def mblog(uid: str, mid: str, created_at: str, pic_num: object = 0) -> dict:
+    return {"id": mid, "bid": f"B{mid}", "created_at": created_at, "text": f"帖子 {mid}", "pic_num": pic_num,
+            "user": {"id": int(uid)}, "reposts_count": 0, "comments_count": 0, "attitudes_count": 0}
+
+
+def timeline(*mblogs: dict) -> dict:
+    return {"ok": 1, "data": {"cardlistInfo": {"total": len(mblogs)},
+                              "cards": [{"card_type": 9, "mblog": m} for m in mblogs]}}
+
+
+class ScriptedWeibo:
+    """getIndex answers per containerid: a list of (status, body, headers) served in turn, the last
+    one for ever after; anything not scripted is the end-of-list reply."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[tuple[int, object, dict[str, str]]]] = {}
+        self.served: dict[str, int] = defaultdict(int)
+
+    def on(self, containerid: str, *answers: tuple[int, object] | tuple[int, object, dict[str, str]]) -> None:
+        self.script[containerid] = [(a[0], a[1], a[2] if len(a) > 2 else {}) for a in answers]
+
+    async def get_index(self, request: web.Request) -> web.Response:
+        containerid = request.query.get("containerid", "")
+        if request.query.get("page", "1") != "1":
+            containerid += f"&page={request.query['page']}"
+        answers = self.script.get(containerid, [(200, NOTHING_HERE, {})])
+        status, body, headers = answers[min(self.served[containerid], len(answers) - 1)]
+        self.served[containerid] += 1
+        text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+        return web.Response(status=status, text=text, headers=headers, content_type="application/json")
+
+    @property
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/container/getIndex", self.get_index)
+        return app
+
+
+class OneCookiePool:
+    """Always grants the one cookie (no rates here), and records what the worker reports."""
+
+    def __init__(self, usable: bool = True) -> None:
+        self.usable = usable
+        self.reports: list[str] = []
+
+    async def acquire_wait(self, host: str) -> str:
+        if not self.usable:
+            raise NoUsableCookie("all 1 cookies are dead (test)")
+        return cookie_id(COOKIE)
+
+    async def report(self, cid: str, host: str, outcome: str) -> None:
+        self.reports.append(outcome)
+
+
+class MemoryFrontier:
+    """The frontier's state machine without a journal, behind the async interface workers use."""
+
+    def __init__(self, seed: list[Task]) -> None:
+        self.state = FrontierState(None)
+        self.state.add(seed)
+
+    async def lease(self, count: int, lease_s: float) -> list[Task]:
+        return self.state.lease(count, lease_s, 0.0)
+
+    async def add(self, tasks: list[Task]) -> int:
+        return self.state.add(tasks)
+
+    async def complete(self, task_ids: list[str]) -> None:
+        self.state.complete(task_ids)
+
+    async def retry(self, task: Task, counted: bool = True) -> None:
+        self.state.retry(task, counted)
+
+    async def counts(self):
+        return self.state.counts()
+
+
+@pytest.fixture()
+def weibo() -> Iterator[tuple[ScriptedWeibo, str]]:
+    server = ScriptedWeibo()
+    with serve_in_thread(server.app, "127.0.0.1", 0, name="scripted-weibo") as url:
+        yield server, url
+
+
+def crawl_users(url: str, output: Path, uids: list[str], pool: Any = None, **settings: Any) -> tuple[dict, Any]:
+    frontier = MemoryFrontier([task for uid in uids for task in user_tasks(uid, LIMITS)])
+    values = dict(output_dir=str(output), endpoints=Endpoints(mobile=url), limits=LIMITS, concurrency=2,
+                  max_attempts=2, flush_interval_s=0.0, idle_poll_s=0.01, request_timeout_s=5)
+    values.update(settings)
+    worker = CrawlWorker("w0", WorkerSettings(**values), CookieJar([COOKIE]), pool or OneCookiePool(), frontier)
+    report = asyncio.run(asyncio.wait_for(worker.run(), timeout=60))
+    finalize(output)
+    return report, frontier
+
+
+def errors_of(output: Path) -> list[dict]:
+    return read_table(output, "errors").to_pylist()
+
+
+def test_bad_pages_and_a_handler_bug_are_error_rows_and_the_crawl_finishes(weibo, tmp_path: Path, monkeypatch) -> None:
+    server, url = weibo
+    server.on("1005051", (200, profile("1", followers="很多")))
+    server.on("1076031", (200, timeline(mblog("1", "11", "Wed Jun 16 20:07:07 +0800 2021", pic_num="x"),
+                                        mblog("1", "12", "Wed Jun 16 20:00:00 +0800 2021"))))
+    server.on("1005052", (200, profile("2")))
+    broken_handler = crawl_tasks._HANDLERS["profile"]
+
+    def handler_with_a_bug(task, body, page_url, now, limits):
+        if task.params["uid"] == "2":
+            raise RuntimeError("a bug in a handler")
+        return broken_handler(task, body, page_url, now, limits)
+
+    monkeypatch.setitem(crawl_tasks._HANDLERS, "profile", handler_with_a_bug)
+    report, frontier = crawl_users(url, tmp_path, ["1", "2"])
+
+    assert report["stop_reason"] is None and frontier.state.counts().drained
+    assert [row["mid"] for row in read_table(tmp_path, "history").to_pylist()] == ["12"]  # the good mblog stays
+    errors = errors_of(tmp_path)
+    by_url = defaultdict(list)
+    for row in errors:
+        by_url[re.search(r"containerid=(\d+)", row["url"])[1]].append(row)
+    assert [(r["kind"], r["status"]) for r in by_url["1005051"]] == [("parse", 200), ("gave_up", 200)]
+    assert "很多" in by_url["1005051"][0]["message"] and by_url["1005051"][0]["snippet"].startswith('{"ok": 1')
+    assert [r["kind"] for r in by_url["1005052"]] == ["parse", "gave_up"]
+    assert "unexpected RuntimeError: a bug in a handler" in by_url["1005052"][0]["message"]
+    assert [r["kind"] for r in by_url["1076031"]] == ["parse"] and "'x'" in by_url["1076031"][0]["message"]
+
+
+def test_throttling_and_5xx_do_not_use_up_attempts(weibo, tmp_path: Path) -> None:
+    server, url = weibo
+    refusals = [(418, "<html><head><title>418</title></head></html>"), (503, "<h1>503</h1>")] * 2
+    server.on("1005053", *refusals, (200, profile("3")))
+    pool = OneCookiePool()
+    report, frontier = crawl_users(url, tmp_path, ["3"], pool=pool, max_attempts=2)
+
+    assert report["stop_reason"] is None and frontier.state.counts().drained
+    assert [row["user_id"] for row in read_table(tmp_path, "users").to_pylist()] == ["3"]
+    errors = errors_of(tmp_path)
+    assert [(e["kind"], e["status"]) for e in errors] == [("http", 418), ("http", 503)] * 2
+    assert all("retrying" in e["message"] and "deferrals" in e["message"] for e in errors)
+    assert pool.reports.count("throttled") == 4
+
+
+def test_a_page_that_always_fails_with_5xx_is_given_up_after_max_deferrals(weibo, tmp_path: Path) -> None:
+    server, url = weibo
+    server.on("1005054", (502, "<h1>502</h1>"))
+    report, frontier = crawl_users(url, tmp_path, ["4"], max_deferrals=3)
+
+    assert report["stop_reason"] is None and frontier.state.counts().drained
+    kinds = [(e["kind"], e["status"]) for e in errors_of(tmp_path)]
+    assert kinds == [("http", 502), ("http", 502), ("gave_up", 502)]
+    assert server.served["1005054"] == 3
+
+
+def test_blocked_answers_keep_their_http_status_in_the_errors_table(weibo, tmp_path: Path) -> None:
+    server, url = weibo
+    visitor = {"Location": "https://passport.weibo.com/visitor/visitor?entry=miniblog&retcode=6102"}
+    server.on("1005055", (302, "", visitor), (200, {"ok": -100, "url": "https://passport.weibo.cn/signin"}),
+              (200, profile("5")))
+    pool = OneCookiePool()
+    crawl_users(url, tmp_path, ["5"], pool=pool, max_attempts=1)
+
+    assert [row["user_id"] for row in read_table(tmp_path, "users").to_pylist()] == ["5"]
+    assert [(e["kind"], e["status"]) for e in errors_of(tmp_path)] == [("blocked", 302), ("blocked", 200)]
+    assert pool.reports.count("expired") == 2
+
+
+def test_no_usable_cookie_stops_the_worker_and_costs_the_task_no_attempt(weibo, tmp_path: Path) -> None:
+    _, url = weibo
+    report, frontier = crawl_users(url, tmp_path, ["6"], pool=OneCookiePool(usable=False), concurrency=1)
+
+    assert report["stop_reason"] == "all 1 cookies are dead (test)" and report["requests"] == 0
+    waiting = [frontier.state.tasks[task_id] for task_id in frontier.state.pending]
+    assert waiting and all(task.attempts == 0 for task in waiting)
+    assert sum(task.deferrals for task in waiting) == 1
+
+
+def test_relative_times_count_from_the_date_header(weibo, tmp_path: Path) -> None:
+    server, url = weibo
+    served = {"Date": "Wed, 01 May 2024 04:00:00 GMT"}
+    server.on("1076037", (200, timeline(mblog("7", "71", "刚刚"), mblog("7", "72", "5分钟前")), served))
+    crawl_users(url, tmp_path, ["7"])
+
+    history = {row["mid"]: row["created_at"] for row in read_table(tmp_path, "history").to_pylist()}
+    assert history == {"71": datetime(2024, 5, 1, 4, 0, tzinfo=timezone.utc),
+                       "72": datetime(2024, 5, 1, 3, 55, tzinfo=timezone.utc)}
+
+
+def test_served_time_falls_back_to_the_local_clock() -> None:
+    assert served_time("Wed, 01 May 2024 04:00:00 GMT") == datetime(2024, 5, 1, 4, tzinfo=timezone.utc)
+    assert served_time("Wed, 01 May 2024 12:00:00 +0800") == datetime(2024, 5, 1, 4, tzinfo=timezone.utc)
+    for missing in (None, "", "yesterday"):
+        assert abs((served_time(missing) - datetime.now(timezone.utc)).total_seconds()) < 5
