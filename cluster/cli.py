@@ -85,6 +85,12 @@ def build_parser(prog: str = "socialalign") -> argparse.ArgumentParser:
     submit.add_argument("--working-dir", default=".", help="directory uploaded to the cluster (default: .)")
     submit.add_argument("--no-wait", action="store_true", help="return once the job is accepted")
     submit.add_argument("--submission-id", help="job id to use (default: socialalign-<stage>-<time>)")
+    submit.add_argument(
+        "--pip",
+        action="store_true",
+        help="install the project's dependencies (pyproject.toml) into the job's runtime env: for a cluster "
+        "whose image lacks them (the k8s image has them; needs network on the cluster)",
+    )
     submit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, passed to the job")
     return parser
 
@@ -117,10 +123,8 @@ def run_stage(stage: Stage, args: argparse.Namespace, prog: str) -> int:
         print(dump_config(config), end="")
         return EXIT_OK
     if config.ray.address.startswith(("http://", "https://")):
-        from cluster.submit import submit_stage
-
         log.info("ray.address is a dashboard URL: submitting %s as a Ray job", stage.name)
-        return submit_stage(stage, config.ray.address, args.config, overrides)
+        return _submit_job(prog, stage, config.ray.address, args.config, overrides)
     if not stage.built:
         print(f"{prog}: not implemented yet (the {stage.name} stage is issue #{stage.issue} in {ISSUES})",
               file=sys.stderr)
@@ -136,29 +140,36 @@ def run_stage(stage: Stage, args: argparse.Namespace, prog: str) -> int:
 
 
 def _submit(args: argparse.Namespace, prog: str) -> int:
-    from cluster.submit import SubmitError, submit_stage
-
     address = args.address or os.environ.get("RAY_ADDRESS", "")
     if not address.startswith(("http://", "https://")):
         print(f"{prog} submit: --address is required: the Ray dashboard URL, e.g. http://127.0.0.1:8265",
               file=sys.stderr)
         return EXIT_USAGE
     setup_logging()
+    return _submit_job(
+        f"{prog} submit",
+        STAGES[args.stage],
+        address,
+        args.config,
+        args.overrides,
+        working_dir=args.working_dir,
+        wait=not args.no_wait,
+        submission_id=args.submission_id,
+        pip=args.pip,
+    )
+
+
+def _submit_job(prog: str, stage: Stage, address: str, config: str | None, overrides: list[str], **options) -> int:
+    """`submit_stage`, with its errors as one line each: a bad config exits 2, a refused job 1."""
+    from cluster.submit import SubmitError, submit_stage
+
     try:
-        return submit_stage(
-            STAGES[args.stage],
-            address,
-            args.config,
-            args.overrides,
-            working_dir=args.working_dir,
-            wait=not args.no_wait,
-            submission_id=args.submission_id,
-        )
+        return submit_stage(stage, address, config, overrides, **options)
     except ConfigError as error:
-        _print_config_error(f"{prog} submit", error)
+        _print_config_error(prog, error)
         return EXIT_USAGE
     except SubmitError as error:
-        print(f"{prog} submit: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_FAILED
 
 

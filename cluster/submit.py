@@ -3,6 +3,11 @@ with the entrypoint, runtime env and Ray's token authentication handled for the 
 
 Secrets never travel in a job's entrypoint or runtime env (both are shown on the dashboard): the
 cluster supplies them through its own environment (Kubernetes Secrets under KubeRay).
+
+The working dir puts our packages on the job's path, but not their dependencies: the cluster's
+image must have them (the k8s image installs this project), or `pip=True` (`--pip`) has Ray
+install `pyproject.toml`'s dependencies into the job's runtime env (a virtualenv on top of the
+image's packages, cached per node).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -36,7 +42,10 @@ UPLOAD_EXCLUDES = (
     "*.egg-info",
     "data",
     "demo-out",
+    "out",
 )
+# The cluster's own Ray runs the job (and must be the version of pyproject's pin): never pip-installed.
+NOT_PIP_INSTALLED = ("ray",)
 JOB_ENV = {"PYTHONUNBUFFERED": "1"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -53,7 +62,11 @@ class JobSpec:
 
 
 def build_job(
-    stage: Stage, config_path: str | None, overrides: Sequence[str], working_dir: str | os.PathLike[str] = "."
+    stage: Stage,
+    config_path: str | None,
+    overrides: Sequence[str],
+    working_dir: str | os.PathLike[str] = ".",
+    pip: bool = False,
 ) -> JobSpec:
     """Check the config here, then describe the job that runs `stage` on the cluster."""
     _refuse_secret_overrides(stage, overrides)
@@ -67,6 +80,8 @@ def build_job(
     # The job's driver joins the cluster it runs on, whatever address the local config names.
     command += [*overrides, "ray.address=auto"]
     runtime_env = {"working_dir": str(root), "excludes": list(UPLOAD_EXCLUDES), "env_vars": dict(JOB_ENV)}
+    if pip:
+        runtime_env["pip"] = {"packages": project_dependencies(root), "pip_check": False}
     return JobSpec(shlex.join(command), runtime_env, {"socialalign_stage": stage.name})
 
 
@@ -78,9 +93,10 @@ def submit_stage(
     working_dir: str | os.PathLike[str] = ".",
     wait: bool = True,
     submission_id: str | None = None,
+    pip: bool = False,
 ) -> int:
     """Submit `stage` to the cluster whose dashboard is at `address`; 0 when the job succeeds."""
-    spec = build_job(stage, config_path, overrides, working_dir)
+    spec = build_job(stage, config_path, overrides, working_dir, pip=pip)
     client = _client(address)
     job_id = submission_id or f"socialalign-{stage.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     try:
@@ -121,6 +137,32 @@ def follow(client: Any, job_id: str, poll_s: float = 0.5) -> str:
     while (status := str(client.get_job_status(job_id).value)) not in TERMINAL:
         time.sleep(poll_s)
     return status
+
+
+def project_dependencies(root: Path) -> list[str]:
+    """The `[project] dependencies` of `root`/pyproject.toml (else of the installed socialalign), less Ray."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = None
+    pyproject = root / "pyproject.toml"
+    if tomllib is not None and pyproject.is_file():
+        try:
+            requirements = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+        except (tomllib.TOMLDecodeError, KeyError) as error:
+            raise SubmitError(f"{pyproject}: no readable [project] dependencies ({error})") from None
+    else:
+        from importlib.metadata import PackageNotFoundError, requires
+
+        try:
+            requirements = [r for r in requires("socialalign") or [] if "extra ==" not in r]
+        except PackageNotFoundError:
+            raise SubmitError(f"--pip: no pyproject.toml in {root} and socialalign is not installed") from None
+    return [r for r in requirements if _requirement_name(r) not in NOT_PIP_INSTALLED]
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
 def auth_token() -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import yaml
 
 from cluster.cli import main
 from cluster.stages import STAGES
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ["crawl", "build-dataset", "train", "serve", "predict", "evaluate", "demo", "submit"]
@@ -126,3 +129,49 @@ def test_submit_needs_a_dashboard_url(capsys: pytest.CaptureFixture[str], monkey
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert main(["submit", "train"]) == 2
     assert "--address is required" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def root_level() -> Iterator[None]:
+    """Tests here set the root logger's level through the CLI; put it back afterwards."""
+    before = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(before)
+
+
+def test_log_level_comes_from_the_environment_unless_given(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, root_level: None
+) -> None:
+    monkeypatch.setenv("SOCIALALIGN_LOG_LEVEL", "WARNING")
+    assert print_config(capsys, "train")["log_level"] == "WARNING"
+    assert logging.getLogger().level == logging.WARNING
+    assert print_config(capsys, "train", "--log-level", "DEBUG")["log_level"] == "DEBUG"
+    assert logging.getLogger().level == logging.DEBUG
+    monkeypatch.delenv("SOCIALALIGN_LOG_LEVEL")
+    assert print_config(capsys, "train")["log_level"] == "INFO"
+
+
+def test_a_dashboard_address_that_answers_nothing_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["crawl", f"ray.address={address}"]) == 1
+    err = capsys.readouterr().err
+    assert f"socialalign crawl: cannot reach the Ray dashboard at {address}" in err
+    assert "Traceback" not in err
+
+
+def test_a_secret_override_with_a_dashboard_address_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", f"ray.address=http://127.0.0.1:{free_port()}", "auth_token=letmein-please"]) == 2
+    err = capsys.readouterr().err
+    assert "socialalign serve: config error: argument 'auth_token=***': a secret is never put on a job's" in err
+    assert "Traceback" not in err and "letmein-please" not in err
+
+
+def test_submit_options_reach_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cluster.submit
+
+    seen = {}
+    monkeypatch.setattr(cluster.submit, "submit_stage", lambda *args, **options: seen.update(options) or 0)
+    assert main(["submit", "crawl", "--address", "http://127.0.0.1:8265", "--pip", "--no-wait"]) == 0
+    assert seen["pip"] is True and seen["wait"] is False
+    assert main(["submit", "crawl", "--address", "http://127.0.0.1:8265"]) == 0
+    assert seen["pip"] is False and seen["wait"] is True

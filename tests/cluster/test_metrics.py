@@ -9,10 +9,9 @@ import json
 import os
 import re
 import subprocess
-import time
-import urllib.request
 
 from cluster.metrics import SPECS
+from tests.cluster.prometheus import scrape_until
 from tests.conftest import REPO, VENV_BIN
 
 PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "train_jobs", "serve")
@@ -106,16 +105,6 @@ sys.stdin.readline()
 """
 
 
-def _series(text: str) -> dict[str, list[dict[str, str]]]:
-    """metric name -> label sets of its samples, from Prometheus text format."""
-    found: dict[str, list[dict[str, str]]] = {}
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} ", line)
-        if match:
-            found.setdefault(match[1], []).append(dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[2])))
-    return found
-
-
 def _exported_name(name: str, kind: str) -> str:
     return f"ray_socialalign_{name}" + {"counter": "_total", "gauge": "", "histogram": "_count"}[kind]
 
@@ -130,19 +119,12 @@ def test_metrics_recorded_in_an_actor_reach_the_nodes_prometheus_endpoint(ray_he
         port = json.loads(driver.stdout.readline())["port"]
         assert port == int(ray_head["metrics_export_port"])  # Ray's node info names the port we gave `ray start`
         expected = {_exported_name(name, spec.kind): spec for name, spec in SPECS.items()}
-        deadline, series, text = time.monotonic() + 60, {}, ""
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text = response.read().decode("utf-8")
-            series = _series(text)
-            if set(expected) <= set(series):
-                break
-            time.sleep(0.5)
+        series, text = scrape_until(port, lambda found: set(expected) <= set(found), timeout_s=60)
         missing = sorted(set(expected) - set(series))
         assert not missing, f"not exported after 60 s: {missing}"
         for exported, spec in expected.items():
             wanted = {tag: f"t-{tag}" for tag in spec.tags}
-            assert any(wanted.items() <= labels.items() for labels in series[exported]), (exported, series[exported])
+            assert any(wanted.items() <= labels.items() for labels, _ in series[exported]), (exported, series[exported])
             base = exported.removesuffix("_total").removesuffix("_count")
             assert f"# HELP {base} {spec.description}" in text or f"# HELP {exported} {spec.description}" in text
     finally:

@@ -1,10 +1,12 @@
 """`socialalign submit`: the job it builds, Ray's token auth, and real jobs on a real `ray start --head`
 (the session's `ray_head`, tests/cluster/conftest.py): a crawl of the local simulator that must
-succeed, write its tables and leave its logs with the job API, and a job that must fail."""
+succeed, write its tables, leave its logs with the job API and its metrics on the node's Prometheus
+endpoint, and a job that must fail."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -17,10 +19,11 @@ from ray.job_submission import JobSubmissionClient
 
 from cluster.config import ConfigError
 from cluster.stages import STAGES
-from cluster.submit import UPLOAD_EXCLUDES, SubmitError, auth_token, build_job
+from cluster.submit import UPLOAD_EXCLUDES, SubmitError, auth_token, build_job, project_dependencies
 from crawl_actors.output import read_table
 from crawl_actors.simulator import SimulatorConfig, WeiboSimulator, unlimited_rates
 from crawl_actors.tasks import BEIJING
+from tests.cluster.prometheus import Samples, scrape_until
 from tests.conftest import REPO, VENV_BIN
 
 PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
@@ -34,6 +37,43 @@ def test_job_runs_the_stage_module_with_the_config_relative_to_the_working_dir(t
     assert spec.runtime_env["working_dir"] == str(tmp_path.resolve())
     assert set(UPLOAD_EXCLUDES) <= set(spec.runtime_env["excludes"]) and ".venv" in UPLOAD_EXCLUDES
     assert spec.metadata == {"socialalign_stage": "train"}
+
+
+def test_outputs_and_environments_are_never_uploaded(tmp_path: Path) -> None:
+    excludes = build_job(STAGES["crawl"], None, [], tmp_path).runtime_env["excludes"]
+    assert {".venv", ".git", "data", "demo-out", "out"} <= set(excludes)
+
+
+def test_without_pip_the_cluster_image_provides_the_dependencies(tmp_path: Path) -> None:
+    assert "pip" not in build_job(STAGES["crawl"], None, [], tmp_path).runtime_env
+
+
+def test_pip_installs_the_projects_dependencies_but_not_ray(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndependencies = ["ray[data,serve]>=2.60,<2.61", "torch>=2.13", "Pyarrow>=26", '
+        '"tomli; python_version < \'3.11\'"]\n'
+    )
+    spec = build_job(STAGES["crawl"], None, [], tmp_path, pip=True)
+    assert spec.runtime_env["pip"] == {
+        "packages": ["torch>=2.13", "Pyarrow>=26", "tomli; python_version < '3.11'"],
+        "pip_check": False,
+    }
+    assert spec.runtime_env["working_dir"] == str(tmp_path.resolve())
+
+
+def test_pip_of_this_checkout_is_its_pyproject_dependencies() -> None:
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    packages = project_dependencies(REPO)
+    assert packages == [r for r in declared if not r.startswith("ray")]
+    assert any(r.startswith("torch") for r in packages) and any(r.startswith("pyarrow") for r in packages)
+
+
+def test_pip_without_readable_dependencies_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    with pytest.raises(SubmitError, match="no readable \\[project\\] dependencies"):
+        build_job(STAGES["crawl"], None, [], tmp_path, pip=True)
 
 
 def test_overrides_with_spaces_are_quoted_for_the_shell(tmp_path: Path) -> None:
@@ -138,6 +178,34 @@ def test_a_submitted_stage_runs_on_the_cluster_and_its_logs_stay_with_the_job(ra
     assert "joined Ray at" in logs and "crawl finished in" in logs
     tables = Path(yaml.safe_load((working_dir / "configs" / "crawl.yaml").read_text())["output_dir"])
     assert read_table(tables, "posts").num_rows > 0 and read_table(tables, "users").num_rows > 0
+    requests = int(re.search(r"crawl finished in \S+: (\d+) requests", logs)[1])
+    _the_jobs_metrics_are_on_the_nodes_prometheus_endpoint(int(ray_head["metrics_export_port"]), requests)
+
+
+def _the_jobs_metrics_are_on_the_nodes_prometheus_endpoint(port: int, requests: int) -> None:
+    """The crawl's own counters (cluster/metrics.py) with the tag values the crawl gave them. Its gauges
+    (frontier, cookie states) are not checked here: Ray drops a gauge about two export intervals after
+    its process stops reporting, so they are gone once the job ends (test_metrics checks them live)."""
+    hosts = ("search", "mobile", "ajax", "ai")  # test_metrics' synthetic samples carry t-<tag> values
+
+    def total(samples: Samples, name: str, **tags: str) -> float:
+        return sum(value for labels, value in samples.get(name, []) if tags.items() <= labels.items())
+
+    def crawled(samples: Samples) -> bool:
+        return (total(samples, "ray_socialalign_crawl_requests_total", host="search", status="200") > 0
+                and total(samples, "ray_socialalign_crawl_requests_total", host="mobile", status="200") > 0
+                and total(samples, "ray_socialalign_crawl_pages_total", kind="search") > 0
+                and total(samples, "ray_socialalign_crawl_rows_total", table="posts") > 0
+                and total(samples, "ray_socialalign_crawl_rows_total", table="users") > 0)
+
+    # Workers report every second on this cluster (RAY_metrics_report_interval_ms, conftest.py).
+    samples, text = scrape_until(port, crawled, timeout_s=30)
+    found = {name: rows for name, rows in samples.items() if name.startswith("ray_socialalign_crawl")}
+    assert crawled(samples), f"the crawl's metrics are not on 127.0.0.1:{port}/metrics after 30 s: {found}"
+    assert "# HELP ray_socialalign_crawl_requests_total HTTP requests sent by crawl workers" in text
+    # Never more requests than the crawl itself counted (fewer only if a worker's last report was cut off).
+    exported = sum(total(samples, "ray_socialalign_crawl_requests_total", host=host) for host in hosts)
+    assert 0 < exported <= requests, (exported, requests)
 
 
 def test_a_failing_job_fails_the_command_and_shows_why(ray_head, working_dir: Path) -> None:
