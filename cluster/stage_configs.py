@@ -382,8 +382,16 @@ class EvaluateConfig(StageConfig):
 
     predictions: list[Path] = Field(default_factory=list, description="prediction Parquet files")
     output_dir: Path = Path("data/evaluation")
-    labeler: Literal["offline", "llm"] = "offline"
+    labeler: str = Field(
+        "offline", description="sentiment labeler, named as in serve: offline | llm-judge (the judge endpoint) | "
+        "placeholder-unlabelled | module:factory ('llm' still means llm-judge)",
+    )
     judge: LLMEndpointConfig = Field(default_factory=LLMEndpointConfig)
+
+    @field_validator("labeler")
+    @classmethod
+    def _old_labeler_name(cls, value: str) -> str:
+        return "llm-judge" if value == "llm" else value
 
 
 class DemoConfig(StageConfig):

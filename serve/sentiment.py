@@ -57,18 +57,23 @@ LABELERS: dict[str, Callable[..., Labeler]] = {
 }
 
 
+def labeler_factory(spec: str) -> Callable[..., Labeler]:
+    """The factory of the labeler named `spec` (a key of LABELERS or "module:factory"), not yet called."""
+    factory = LABELERS.get(spec)
+    if factory is not None:
+        return factory
+    module_name, sep, attribute = spec.partition(":")
+    if not sep:
+        raise ValueError(f"labeler {spec!r}: expected one of {sorted(LABELERS)} or 'package.module:factory'")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"labeler {spec!r}: cannot import it ({error})") from None
+
+
 def make_labeler(spec: str, **options: Any) -> Labeler:
     """The labeler named `spec` (a key of LABELERS or "module:factory"), built with `options`."""
-    factory = LABELERS.get(spec)
-    if factory is None:
-        module_name, sep, attribute = spec.partition(":")
-        if not sep:
-            raise ValueError(f"labeler {spec!r}: expected one of {sorted(LABELERS)} or 'package.module:factory'")
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"labeler {spec!r}: cannot import it ({error})") from None
-    labeler = factory(**options)
+    labeler = labeler_factory(spec)(**options)
     if not isinstance(labeler, Labeler):
         raise TypeError(f"labeler {spec!r}: {type(labeler).__name__} has no `name` and `label(posts, topic)`")
     return labeler

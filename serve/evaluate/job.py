@@ -1,9 +1,13 @@
 """`socialalign evaluate --predictions a.parquet [--predictions b.parquet ...]`.
 
-A Ray Data job labels every predicted post and every real post (each real post once), scores the
-micro metrics per row, then the driver aggregates: micro averages per method, and per method and
-topic the predicted sentiment distribution against the real one (macro metrics, averaged over
-topics). Writes `scored.parquet`, `summary.parquet`, `macro.parquet`, `report.md` and its PNG plots.
+Two Ray Data passes: the first labels each real post once (by mid, however many samples and
+methods predict it), the second labels every predicted post and scores the micro metrics per row.
+Then the driver aggregates: micro averages per method, and per method and topic the predicted
+sentiment distribution against the real one (macro metrics, averaged over the topics that have
+both). Writes `scored.parquet`, `summary.parquet`, `macro.parquet`, `report.md` and its PNG plots.
+
+The labeller is chosen as serve chooses it (`serve.sentiment.make_labeler`): offline, llm-judge
+(options from `judge`), placeholder-unlabelled, or "package.module:factory".
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
 from cluster.stage_configs import EvaluateConfig
-from serve.evaluate.metrics import accuracy, distribution, macro_f1, macro_metrics, micro_metrics
+from serve.evaluate.metrics import (
+    MACRO_METRICS,
+    accuracy,
+    distribution,
+    macro_f1,
+    macro_metrics,
+    micro_metrics,
+)
+from serve.sentiment import SENTIMENTS, Labeler, check_labels, labeler_factory, make_labeler
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +42,10 @@ MICRO = ("rouge1", "rouge2", "rougeL", "bleu4", "length_ratio")
 SUMMARY = pa.schema(
     [("method", pa.string()), ("predictions", pa.int64()), *((name, pa.float64()) for name in MICRO),
      ("sentiment_accuracy", pa.float64()), ("sentiment_macro_f1", pa.float64()), ("js", pa.float64()),
-     ("kl", pa.float64()), ("tv", pa.float64()), ("emd", pa.float64()), ("labeler", pa.string())]
+     ("kl", pa.float64()), ("tv", pa.float64()), ("emd", pa.float64()), ("unlabelled", pa.int64()),
+     ("real_unlabelled", pa.int64()), ("labeler", pa.string())]
 )
+REAL_LABELS = pa.schema([("mid", pa.string()), ("real_label", pa.string()), ("labeler", pa.string())])
 
 
 class PredictionsError(ValueError):
@@ -44,7 +58,9 @@ def run(config: EvaluateConfig) -> int:
         return 2
     try:
         tables = [load_predictions(Path(path)) for path in config.predictions]
-    except PredictionsError as error:
+        labeler_factory(config.labeler)
+        labeler_options(config)
+    except ValueError as error:  # PredictionsError, or a labeller that cannot be built: before Ray starts
         print(f"socialalign evaluate: {error}")
         return 2
     with ray_session(config.ray):
@@ -83,21 +99,14 @@ def load_predictions(path: Path) -> pa.Table:
 
 
 def evaluate(config: EvaluateConfig, predictions: pa.Table) -> dict[str, Any]:
-    import ray
-    from ray.data import ActorPoolStrategy
-
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    options = _labeler_options(config)
-    scored = (
-        ray.data.from_arrow(predictions)
-        .map_batches(Scorer, batch_format="pyarrow", batch_size=256, compute=ActorPoolStrategy(size=1),
-                     num_cpus=0.5, fn_constructor_kwargs={"labeler": config.labeler, "options": options})
-        .take_all()
-    )
+    labeler = {"spec": config.labeler, "options": labeler_options(config)}
+    real_labels, reported_name = label_real_posts(predictions, labeler)
+    scored = _map(predictions, Scorer, {**labeler, "real_labels": real_labels})
     table = pa.Table.from_pylist(scored, schema=SCORED)
     atomic_write_parquet(table, out / "scored.parquet")
-    labeler_name = _labeler_name(config)
+    labeler_name = _labeler_name(config, reported_name)
     summary, macro = aggregate(table.to_pylist(), labeler_name)
     atomic_write_parquet(pa.Table.from_pylist(summary, schema=SUMMARY), out / "summary.parquet")
     atomic_write_parquet(pa.Table.from_pylist(macro, schema=MACRO), out / "macro.parquet")
@@ -107,30 +116,75 @@ def evaluate(config: EvaluateConfig, predictions: pa.Table) -> dict[str, Any]:
     return {"methods": [row["method"] for row in summary], "report": str(report)}
 
 
+def real_posts(predictions: pa.Table) -> pa.Table:
+    """One row per real post (by mid, with the topic it was first predicted under)."""
+    first: dict[str, tuple[str, str]] = {}
+    for mid, topic, text in zip(*(predictions[name].to_pylist() for name in ("mid", "topic", "real"))):
+        first.setdefault(mid, (topic, text))
+    return pa.table({"mid": list(first), "topic": [topic for topic, _ in first.values()],
+                     "real": [text for _, text in first.values()]})
+
+
+def label_real_posts(predictions: pa.Table, labeler: dict[str, Any]) -> tuple[dict[str, str], str]:
+    """mid -> label of every real post, each labelled once; and the labeller's name."""
+    rows = _map(real_posts(predictions), RealLabels, labeler)
+    log.info("labelled %d real posts, each once, for %d prediction rows", len(rows), predictions.num_rows)
+    return {row["mid"]: row["real_label"] for row in rows}, rows[0]["labeler"]
+
+
+def _map(table: pa.Table, actor: type, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """`table` through one `actor` (a Ray Data actor: its labeller loads once), as rows."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    return (
+        ray.data.from_arrow(table)
+        .map_batches(actor, batch_format="pyarrow", batch_size=256, compute=ActorPoolStrategy(size=1),
+                     num_cpus=0.5, fn_constructor_kwargs=kwargs)
+        .take_all()
+    )
+
+
+def label_by_topic(labeler: Labeler, texts: list[str], topics: list[str]) -> list[str]:
+    """Labels for `texts`, asked topic by topic (the LLM judge's prompt names the topic)."""
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for index, topic in enumerate(topics):
+        by_topic[topic].append(index)
+    labels = [""] * len(texts)
+    for topic, indices in by_topic.items():
+        posts = [texts[i] for i in indices]
+        for i, label in zip(indices, check_labels(labeler, posts, labeler.label(posts, topic))):
+            labels[i] = label
+    return labels
+
+
+class RealLabels:
+    """Labels real posts (a table of unique mid, topic, real)."""
+
+    def __init__(self, spec: str, options: dict[str, Any]) -> None:
+        self.labeler = make_labeler(spec, **options)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        labels = label_by_topic(self.labeler, batch["real"].to_pylist(), batch["topic"].to_pylist())
+        return pa.table({"mid": batch["mid"], "real_label": labels, "labeler": [self.labeler.name] * len(labels)},
+                        schema=REAL_LABELS)
+
+
 class Scorer:
-    """Labels predicted and real posts and scores each row (a Ray Data actor: the labeller loads once)."""
+    """Labels predicted posts and scores each row against its real post (labelled already, by mid)."""
 
-    def __init__(self, labeler: str, options: dict[str, Any]) -> None:
-        from serve.evaluate.labelers import LLMJudgeLabeler, OfflineLabeler
-
-        self.labeler = LLMJudgeLabeler(**options) if labeler == "llm" else OfflineLabeler()
+    def __init__(self, spec: str, options: dict[str, Any], real_labels: dict[str, str]) -> None:
+        self.labeler = make_labeler(spec, **options)
+        self.real_labels = real_labels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        by_topic: dict[str | None, list[int]] = defaultdict(list)
-        for index, row in enumerate(rows):
-            by_topic[row["topic"]].append(index)
-        predicted, real = [None] * len(rows), [None] * len(rows)
-        for topic, indices in by_topic.items():
-            texts = [rows[i]["prediction"] for i in indices] + [rows[i]["real"] for i in indices]
-            labels = self.labeler.label(texts, topic)
-            for k, i in enumerate(indices):
-                predicted[i], real[i] = labels[k], labels[len(indices) + k]
+        predicted = label_by_topic(self.labeler, [row["prediction"] for row in rows], [row["topic"] for row in rows])
         out = []
-        for row, p_label, r_label in zip(rows, predicted, real):
+        for row, label in zip(rows, predicted):
             out.append({
                 "method": row["method"], "topic": row["topic"], "user_id": row["user_id"], "mid": row["mid"],
-                "sample": row["sample"], "predicted_label": p_label, "real_label": r_label,
+                "sample": row["sample"], "predicted_label": label, "real_label": self.real_labels[row["mid"]],
                 **micro_metrics(row["prediction"], row["real"]),
             })
         return pa.Table.from_pylist(out, schema=SCORED)
@@ -146,15 +200,8 @@ def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], lis
         topics: dict[str, list[dict]] = defaultdict(list)
         for row in items:
             topics[row["topic"]].append(row)
-        per_topic = []
-        for topic, topic_rows in sorted(topics.items()):
-            # Each real post counts once, however many samples were drawn for it.
-            real_labels = list({row["mid"]: row["real_label"] for row in topic_rows}.values())
-            real, pred = distribution(real_labels), distribution([row["predicted_label"] for row in topic_rows])
-            per_topic.append({"method": method, "topic": topic, "real_distribution": list(real),
-                              "predicted_distribution": list(pred), "predictions": len(topic_rows),
-                              **macro_metrics(real, pred)})
-        mean = {name: _mean(row[name] for row in per_topic) for name in ("js", "kl", "tv", "emd")}
+        per_topic = [_topic_macro(method, topic, topic_rows) for topic, topic_rows in sorted(topics.items())]
+        mean = {name: _mean(row[name] for row in per_topic) for name in MACRO_METRICS}
         macro += per_topic + [{"method": method, "topic": MEAN, "real_distribution": None,
                                "predicted_distribution": None, "predictions": len(items), **mean}]
         labels = ([row["predicted_label"] for row in items], [row["real_label"] for row in items])
@@ -162,9 +209,24 @@ def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], lis
             "method": method, "predictions": len(items),
             **{name: _mean(row[name] for row in items) for name in MICRO},
             "sentiment_accuracy": accuracy(*labels), "sentiment_macro_f1": macro_f1(*labels), **mean,
+            "unlabelled": sum(label not in SENTIMENTS for label in labels[0]),
+            "real_unlabelled": sum(label not in SENTIMENTS for label in _real_labels(items)),
             "labeler": labeler,
         })
     return summary, macro
+
+
+def _topic_macro(method: str, topic: str, rows: list[dict]) -> dict[str, Any]:
+    """One topic's distributions and macro metrics; None where one side has no labelled post."""
+    real, predicted = distribution(_real_labels(rows)), distribution([row["predicted_label"] for row in rows])
+    return {"method": method, "topic": topic, "real_distribution": list(real) if real else None,
+            "predicted_distribution": list(predicted) if predicted else None, "predictions": len(rows),
+            **macro_metrics(real, predicted)}
+
+
+def _real_labels(rows: list[dict]) -> list[str]:
+    """Each real post counts once, however many samples were drawn for it."""
+    return list({row["mid"]: row["real_label"] for row in rows}.values())
 
 
 def _mean(values) -> float:
@@ -172,18 +234,17 @@ def _mean(values) -> float:
     return sum(kept) / len(kept) if kept else float("nan")
 
 
-def _labeler_options(config: EvaluateConfig) -> dict[str, Any]:
-    if config.labeler != "llm":
+def labeler_options(config: EvaluateConfig) -> dict[str, Any]:
+    """Keyword arguments of the labeller: the `judge` endpoint for llm-judge, none for the others."""
+    if config.labeler != "llm-judge":
         return {}
     judge = config.judge
     if not judge.base_url or not judge.model:
-        raise ValueError("labeler=llm needs judge.base_url and judge.model (any OpenAI-compatible endpoint)")
+        raise ValueError("labeler=llm-judge needs judge.base_url and judge.model (any OpenAI-compatible endpoint)")
     return {"base_url": judge.base_url, "model": judge.model,
             "api_key": judge.api_key.get_secret_value() if judge.api_key else None,
             "concurrency": judge.concurrency, "timeout_s": judge.timeout_s, "max_retries": judge.max_retries}
 
 
-def _labeler_name(config: EvaluateConfig) -> str:
-    from serve.evaluate.labelers import LLMJudgeLabeler, OfflineLabeler
-
-    return f"{LLMJudgeLabeler.name} ({config.judge.model})" if config.labeler == "llm" else OfflineLabeler.name
+def _labeler_name(config: EvaluateConfig, reported: str) -> str:
+    return f"{reported} ({config.judge.model})" if config.labeler == "llm-judge" else reported

@@ -6,7 +6,8 @@ penalty, add-one smoothing of the 2-4-gram precisions so short posts do not all 
 length ratio (predicted / real characters), sentiment accuracy and macro-F1.
 Macro, over the ordered classes positive, neutral, negative: Jensen-Shannon divergence (natural
 log: 0 for identical, ln 2 for disjoint), KL(real || predicted) with additive smoothing, total
-variation, and earth mover's distance (classes one step apart).
+variation, and earth mover's distance (classes one step apart). Where either side has no labelled
+post there is no distribution, so no macro metric (None); averages over topics leave it out.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 CLASSES = ("positive", "neutral", "negative")  # ordered: EMD moves mass along this line
 KL_SMOOTHING = 1e-3
+MACRO_METRICS = ("js", "kl", "tv", "emd")
 
 
 def _chars(text: str) -> list[str]:
@@ -96,12 +98,13 @@ def macro_f1(predicted: Sequence[str], real: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def distribution(labels: Sequence[str]) -> tuple[float, ...]:
-    """Shares of CLASSES among the labelled items (unlabelled ones are left out); uniform if none."""
+def distribution(labels: Sequence[str]) -> tuple[float, ...] | None:
+    """Shares of CLASSES among the labelled items (unlabelled ones are left out); None if none is
+    labelled: there is no distribution to compare, and a made-up one would give made-up divergences."""
     counts = Counter(label for label in labels if label in CLASSES)
     total = sum(counts.values())
     if total == 0:
-        return tuple(1 / len(CLASSES) for _ in CLASSES)
+        return None
     return tuple(counts[c] / total for c in CLASSES)
 
 
@@ -128,7 +131,10 @@ def earth_movers(p: Sequence[float], q: Sequence[float]) -> float:
     return moved
 
 
-def macro_metrics(real: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+def macro_metrics(real: Sequence[float] | None, predicted: Sequence[float] | None) -> dict[str, float | None]:
+    """The divergences of `predicted` from `real`; all None when either is missing (nothing labelled)."""
+    if real is None or predicted is None:
+        return dict.fromkeys(MACRO_METRICS)
     return {
         "js": js_divergence(real, predicted),
         "kl": kl(real, predicted, KL_SMOOTHING),

@@ -44,7 +44,8 @@ def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], meth
         (row["method"], row["predicted_distribution"], PALETTE[methods.index(row["method"]) % len(PALETTE)])
         for row in rows
     ]
-    width = 0.8 / len(series)
+    series = [item for item in series if item[1] is not None]  # nothing labelled: no bars, not made-up ones
+    width = 0.8 / max(len(series), 1)
     for k, (label, values, colour) in enumerate(series):
         positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(CLASSES))]
         axes.bar(positions, values, width=width, label=label, color=colour)
@@ -66,8 +67,11 @@ def _methods_plot(out: Path, summary: list[dict]) -> Path:
     width = 0.8 / len(summary)
     for k, row in enumerate(summary):
         positions = [i + (k - (len(summary) - 1) / 2) * width for i in range(len(metrics))]
-        values = [0.0 if row[m] is None or math.isnan(row[m]) else row[m] for m in metrics]
+        values = [math.nan if row[m] is None else row[m] for m in metrics]
         axes.bar(positions, values, width=width, label=row["method"], color=PALETTE[k % len(PALETTE)])
+        for x, value in zip(positions, values):
+            if math.isnan(value):  # no bar, which must not read as a perfect 0
+                axes.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     axes.set_xticks(range(len(metrics)), [m.replace("sentiment_", "") for m in metrics])
     axes.set_title("methods compared (higher is better for the first four, lower for js and emd)", fontsize=10)
     axes.legend(fontsize=8)
@@ -88,13 +92,15 @@ def _save(figure: Any, path: Path) -> None:
 def _markdown(summary: list[dict], macro: list[dict], names: dict[str, str], plots: list[Path], labeler: str) -> str:
     lines = ["# SocialAlign evaluation", "", f"Sentiment labeller: `{labeler}`.", "", "## Methods", ""]
     columns = ("predictions", "rouge1", "rouge2", "rougeL", "bleu4", "length_ratio", "sentiment_accuracy",
-               "sentiment_macro_f1", "js", "kl", "tv", "emd")
+               "sentiment_macro_f1", "js", "kl", "tv", "emd", "unlabelled", "real_unlabelled")
     lines += ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for row in summary:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row[c]) for c in columns) + " |")
     lines += ["", "Micro metrics are averaged over predicted posts (ROUGE and BLEU-4 on characters); js, kl, tv "
               "and emd compare each topic's predicted sentiment distribution with the real one, averaged over "
-              "topics.", "", "## Topics", "", "| topic | name | method | real (pos/neu/neg) | predicted | js | emd |",
+              "topics; n/a where nothing was labelled (a topic without labelled predicted or real posts has "
+              "no distribution and is left out of the averages). unlabelled and real_unlabelled count the "
+              "predicted and real posts the labeller could not label.", "", "## Topics", "", "| topic | name | method | real (pos/neu/neg) | predicted | js | emd |",
               "|---|---|---|---|---|---|---|"]
     for row in macro:
         if row["topic"] == "(mean)":
@@ -106,10 +112,12 @@ def _markdown(summary: list[dict], macro: list[dict], names: dict[str, str], plo
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}"
     return str(value)
 
 
 def _dist(values: list[float] | None) -> str:
-    return "/".join(f"{v:.2f}" for v in values) if values else ""
+    return "/".join(f"{v:.2f}" for v in values) if values else "n/a"

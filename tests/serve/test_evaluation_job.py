@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+from collections import Counter
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 from PIL import Image
 
+from cluster.config import load_config
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
 from cluster.stage_configs import EvaluateConfig, RayConfig
-from serve.evaluate.job import PredictionsError, load_predictions, run
+from serve.evaluate.job import PredictionsError, aggregate, load_predictions, run
+from serve.evaluate.report import write_report
+from serve.sentiment import UNLABELLED
 
 REAL = {
     "好事": ["太好了，支持！期待！", "真棒，点赞！", "下午去超市买了点水果。"],
@@ -89,3 +96,99 @@ def test_bad_prediction_files_give_clear_errors(tmp_path: Path, capsys) -> None:
         load_predictions(tmp_path / "empty.parquet")
     assert run(EvaluateConfig(predictions=[tmp_path / "cut.parquet"])) == 2
     assert "missing column(s)" in capsys.readouterr().out
+
+
+# -- Nothing labelled: no distribution, no macro figures ----------------------------------------------
+
+
+def scored_row(method: str, topic: str, mid: str, predicted: str, real: str) -> dict:
+    return {"method": method, "topic": topic, "user_id": "u", "mid": mid, "sample": 0, "predicted_label": predicted,
+            "real_label": real, "rouge1": 0.5, "rouge2": 0.5, "rougeL": 0.5, "bleu4": 0.5, "length_ratio": 1.0}
+
+
+def test_a_topic_with_nothing_labelled_has_no_macro_figures_and_the_report_says_n_a(tmp_path: Path) -> None:
+    rows = []
+    for topic, real in (("A", "positive"), ("B", "negative")):
+        rows.append(scored_row("silent", topic, f"{topic}1", UNLABELLED, real))  # e.g. empty predictions
+        rows.append(scored_row("half", topic, f"{topic}1", "positive" if topic == "A" else UNLABELLED, real))
+    summary, macro = aggregate(rows, "keywords")
+    by = {(row["method"], row["topic"]): row for row in macro}
+    assert by[("silent", "A")]["predicted_distribution"] is None and by[("silent", "A")]["js"] is None
+    assert math.isnan(by[("silent", "(mean)")]["js"]) and math.isnan(by[("silent", "(mean)")]["emd"])
+    assert by[("half", "A")]["js"] == pytest.approx(0.0) and by[("half", "B")]["js"] is None
+    assert by[("half", "(mean)")]["js"] == pytest.approx(0.0)  # topic B left out, not averaged in as made up
+    silent = next(row for row in summary if row["method"] == "silent")
+    assert math.isnan(silent["js"]) and silent["unlabelled"] == 2 and silent["real_unlabelled"] == 0
+    report = write_report(tmp_path, summary, macro, "keywords").read_text(encoding="utf-8")
+    silent_line = next(line for line in report.splitlines() if line.startswith("| silent |"))
+    assert silent_line.endswith("| n/a | n/a | n/a | n/a | 2 | 0 |")
+    assert "| T1 | A | silent | 1.00/0.00/0.00 | n/a | n/a | n/a |" in report
+    with Image.open(tmp_path / "distribution-T1.png") as image:
+        assert image.size == (800, 450)
+
+
+# -- The labeller: chosen by serve's names, and each real post labelled once -----------------------------
+
+SEEN = "socialalign-test-labelled-posts"
+
+
+@ray.remote(num_cpus=0)
+class SeenPosts:
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+
+    def add(self, posts: list[str]) -> None:
+        self.posts.extend(posts)
+
+    def all(self) -> list[str]:
+        return self.posts
+
+
+class CountingLabeler:
+    """Tells the SeenPosts actor every post it is asked about (it runs in Ray Data actors). Labels by
+    topic; posts starting with "silent" stay unlabelled."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.seen = ray.get_actor(SEEN)
+
+    def label(self, posts, topic=None):
+        ray.get(self.seen.add.remote(list(posts)))
+        return [UNLABELLED if p.startswith("silent") else "negative" if topic == "坏事" else "positive" for p in posts]
+
+
+def test_each_real_post_is_labelled_once_through_a_labeller_named_as_in_serve(tmp_path: Path, ray_local) -> None:
+    rows = []
+    for method in ("pac_lora", "silent"):
+        for topic, posts in REAL.items():
+            for i, real in enumerate(posts):
+                for sample in range(2):
+                    rows.append({"method": method, "topic": topic, "user_id": f"u{i}", "mid": f"{topic}-{i}",
+                                 "sample": sample, "prediction": f"{method}-{topic}-{i}-{sample}", "real": real})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "predictions.parquet")
+    seen = SeenPosts.options(name=SEEN).remote()
+    try:
+        config = load_config(EvaluateConfig, overrides=[
+            f"predictions=[{tmp_path / 'predictions.parquet'}]", f"output_dir={tmp_path / 'report'}",
+            "labeler=tests.serve.test_evaluation_job:CountingLabeler", "ray.include_dashboard=false"])
+        assert run(config) == 0
+        asked = Counter(ray.get(seen.all.remote()))
+    finally:
+        ray.kill(seen)
+    real_posts = [real for posts in REAL.values() for real in posts]
+    assert {post: asked[post] for post in real_posts} == dict.fromkeys(real_posts, 1)  # not once per row
+    assert sum(asked.values()) == len(real_posts) + len(rows) and max(asked.values()) == 1
+    summary = {row["method"]: row for row in pq.read_table(tmp_path / "report" / "summary.parquet").to_pylist()}
+    assert summary["silent"]["unlabelled"] == 12 and math.isnan(summary["silent"]["js"])
+    assert summary["pac_lora"]["labeler"] == "counting" and summary["pac_lora"]["js"] == pytest.approx(0.0)
+    assert "| silent |" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_takes_serves_labeller_names_and_refuses_bad_ones_before_ray(tmp_path: Path, capsys) -> None:
+    assert EvaluateConfig(labeler="llm").labeler == "llm-judge"  # the old name still works
+    assert load_config(EvaluateConfig, overrides=["labeler=placeholder-unlabelled"]).labeler == "placeholder-unlabelled"
+    pq.write_table(predictions("m", True), tmp_path / "m.parquet")
+    for labeler, message in (("vader", "expected one of"), ("llm", "needs judge.base_url")):
+        assert run(EvaluateConfig(predictions=[tmp_path / "m.parquet"], labeler=labeler)) == 2
+        assert message in capsys.readouterr().out

@@ -60,7 +60,8 @@ def test_accuracy_and_macro_f1_by_hand() -> None:
 
 def test_distribution_counts_only_labelled_posts() -> None:
     assert distribution(["positive", "positive", "negative", "unlabelled"]) == pytest.approx((2 / 3, 0, 1 / 3))
-    assert distribution([]) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert distribution([]) is None and distribution(["unlabelled"] * 3) is None  # none, not a made-up uniform one
+    assert macro_metrics(None, (1, 0, 0)) == macro_metrics((1, 0, 0), None) == dict.fromkeys(("js", "kl", "tv", "emd"))
 
 
 def test_divergences_by_hand() -> None:
