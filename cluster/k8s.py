@@ -48,6 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO / "serve" / "serve_config.yaml"
 RAY_KINDS = ("RayJob", "RayService", "RayCluster")
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
+# Where KubeRay v1.7's ray.io_*.yaml CRDs are looked for, after --crds: $SOCIALALIGN_KUBERAY_CRDS,
+# the repo's .cache/kuberay-crds, then ../shared/schemas/kuberay beside the checkout.
+CRD_ENV = "SOCIALALIGN_KUBERAY_CRDS"
+CRD_DIRS = (REPO / ".cache" / "kuberay-crds", REPO.parent / "shared" / "schemas" / "kuberay")
 K8S_VERSION = "1.32"
 MAX_RAY_NAME = {"RayCluster": 53, "RayJob": 47, "RayService": 47}  # KubeRay: 63 - len("-serve-svc") [- 6]
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -89,6 +93,21 @@ def validate(objects: list[dict[str, Any]], crd_dir: str | os.PathLike[str] | No
 
 
 # --- Ray resources against the KubeRay CRDs ------------------------------------------------------
+
+
+def has_crds(crd_dir: str | os.PathLike[str]) -> bool:
+    return all((Path(crd_dir) / name).is_file() for name in CRD_FILES.values())
+
+
+def crd_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where the KubeRay CRDs are looked for: $SOCIALALIGN_KUBERAY_CRDS alone when it is set, else CRD_DIRS."""
+    environ = os.environ if environ is None else environ
+    return [Path(environ[CRD_ENV])] if environ.get(CRD_ENV) else list(CRD_DIRS)
+
+
+def find_crds(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The first of `crd_candidates` that holds all three CRD files."""
+    return next((c for c in crd_candidates(environ) if has_crds(c)), None)
 
 
 def crd_schemas(crd_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
@@ -698,19 +717,22 @@ def _path(parts: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0 when every overlay passes, 1 when one has problems, 2 when the CRDs to check Ray resources are missing."""
     parser = argparse.ArgumentParser(prog="python -m cluster.k8s", description=__doc__.splitlines()[0])
     parser.add_argument("overlays", nargs="+", help="kustomize directories, e.g. k8s/overlays/gpu")
-    parser.add_argument("--crds", default=os.environ.get("SOCIALALIGN_KUBERAY_CRDS", str(REPO / ".cache" / "kuberay-crds")),
-                        help="directory with KubeRay's ray.io_*.yaml CRDs (default: $SOCIALALIGN_KUBERAY_CRDS or .cache/kuberay-crds)")
+    crds = parser.add_mutually_exclusive_group()
+    crds.add_argument("--crds", help=f"directory with KubeRay's ray.io_*.yaml CRDs (default: ${CRD_ENV}, "
+                      f"else the first of {' and '.join(str(d) for d in CRD_DIRS)} that has them)")
+    crds.add_argument("--no-crds", action="store_true", help="check Ray resources without their CRD schema")
     parser.add_argument("--build-app", action="store_true", help="also build the Serve app from the RayService's config")
     args = parser.parse_args(argv)
-    crds = args.crds if all((Path(args.crds) / name).is_file() for name in CRD_FILES.values()) else None
-    if crds is None:
-        print(f"warning: no KubeRay CRDs in {args.crds}: Ray resources are checked without their schema", file=sys.stderr)
+    crd_dir = _crd_dir(args, parser.prog)
+    if crd_dir is None and not args.no_crds:
+        return 2
     failed = False
     for overlay in args.overlays:
         try:
-            problems = validate(render(overlay), crds, build_app=args.build_app)
+            problems = validate(render(overlay), crd_dir, build_app=args.build_app)
         except RenderError as error:
             problems = [str(error)]
         failed |= bool(problems)
@@ -719,6 +741,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem}")
     return 1 if failed else 0
 
+
+def _crd_dir(args: argparse.Namespace, prog: str) -> Path | None:
+    """The CRD directory to use; None (with the reason on stderr) when there is none."""
+    if args.no_crds:
+        print(f"{prog}: warning: --no-crds: Ray resources are checked without their CRD schema", file=sys.stderr)
+        return None
+    if args.crds is not None:
+        found = Path(args.crds) if has_crds(args.crds) else None
+        where = args.crds
+    else:
+        found = find_crds()
+        where = " or ".join(str(d) for d in crd_candidates())
+    if found is None:
+        print(f"{prog}: error: no KubeRay CRDs ({', '.join(CRD_FILES.values())}) in {where}: put KubeRay v1.7's "
+              f"ray-operator/config/crd/bases there, point --crds or ${CRD_ENV} at them, or pass --no-crds "
+              "to check Ray resources without their schema", file=sys.stderr)
+    return found
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,6 @@ from cluster import k8s
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "gpu", "local.example")
-# KubeRay v1.7.0's ray-operator/config/crd/bases/ray.io_{rayclusters,rayjobs,rayservices}.yaml.
-CRD_DIRS = (os.environ.get("SOCIALALIGN_KUBERAY_CRDS", ""), str(REPO / ".cache" / "kuberay-crds"),
-            "/work/shared/schemas/kuberay")
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +23,13 @@ def renders() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="session")
 def crd_dir() -> Path:
-    for candidate in CRD_DIRS:
-        if candidate and all((Path(candidate) / name).is_file() for name in k8s.CRD_FILES.values()):
-            return Path(candidate)
-    pytest.skip("KubeRay CRDs not found: put KubeRay v1.7.0's ray.io_*.yaml CRDs in .cache/kuberay-crds "
-                "or point SOCIALALIGN_KUBERAY_CRDS at them")
+    """KubeRay v1.7.0's ray-operator/config/crd/bases/ray.io_*.yaml, where `python -m cluster.k8s` finds
+    them: $SOCIALALIGN_KUBERAY_CRDS, else .cache/kuberay-crds or ../shared/schemas/kuberay."""
+    found = k8s.find_crds()
+    if found is None:
+        where = " or ".join(str(d) for d in k8s.crd_candidates())
+        pytest.skip(f"KubeRay CRDs not found in {where} (set SOCIALALIGN_KUBERAY_CRDS)")
+    return found
 
 
 @pytest.fixture(scope="session")

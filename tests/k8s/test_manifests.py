@@ -75,6 +75,26 @@ def test_the_cli_checks_overlays(crd_dir: Path, capsys) -> None:
     assert capsys.readouterr().out.strip().endswith("dev: ok")
 
 
+def test_the_cli_finds_the_crds_beside_the_checkout_or_from_the_environment(crd_dir: Path) -> None:
+    assert k8s.find_crds({"SOCIALALIGN_KUBERAY_CRDS": str(crd_dir)}) == crd_dir
+    assert k8s.find_crds({"SOCIALALIGN_KUBERAY_CRDS": str(REPO / "k8s")}) is None  # set: nothing else is tried
+    assert REPO.parent / "shared" / "schemas" / "kuberay" in k8s.crd_candidates({})
+
+
+def test_the_cli_refuses_to_skip_the_crd_schemas_unless_told(
+    renders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    dev = str(REPO / "k8s" / "overlays" / "dev")
+    monkeypatch.setenv("SOCIALALIGN_KUBERAY_CRDS", str(tmp_path))  # an empty directory
+    assert k8s.main([dev]) == 2
+    assert f"error: no KubeRay CRDs (ray.io_rayclusters.yaml, ray.io_rayjobs.yaml, ray.io_rayservices.yaml) in {tmp_path}" \
+        in capsys.readouterr().err
+    assert k8s.main([dev, "--crds", str(tmp_path)]) == 2
+    assert k8s.main([dev, "--no-crds"]) == 0
+    captured = capsys.readouterr()
+    assert "checked without their CRD schema" in captured.err and captured.out.strip().endswith("dev: ok")
+
+
 # --- what the tree must contain -----------------------------------------------------------------
 
 
@@ -175,6 +195,52 @@ def test_dev_crawl_reads_the_simulator_it_deploys(renders) -> None:
     assert crawl.end >= f"{max(t.end for t in topics).astimezone(BEIJING):%Y-%m-%d}"
     assert secret_values(objects)["weibo-cookies"].split("\n")[:2] == simulator.new_cookies(int(options["--cookies"]))
     assert {str(url) for url in crawl.endpoints.model_dump().values()} == {"http://socialalign-weibo-simulator:8765"}
+
+
+# --- the README's deploy steps fit the tree ------------------------------------------------------
+
+
+def _deploy_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Deploy on Kubernetes")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def _selects(selector: str, labels: dict[str, str]) -> bool:
+    """A label selector of `k=v` / `k!=v` terms, as kubectl reads it (`!=` also matches a missing key)."""
+    for term in selector.split(","):
+        key, op, value = re.match(r"^\s*([\w./-]+)\s*(!=|==|=)\s*([\w.-]+)\s*$", term).groups()
+        if (labels.get(key) == value) != (op != "!="):
+            return False
+    return True
+
+
+def _labels_of(obj: dict[str, Any]) -> list[dict[str, str]]:
+    """The object's labels, and those of the pods it makes (`kubectl get pod -l ...` selects those)."""
+    template = (obj.get("spec") or {}).get("template") or {}
+    return [obj["metadata"].get("labels") or {}, (template.get("metadata") or {}).get("labels") or {}]
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "dev"], ids=["overlays/gpu", "overlays/dev"])
+def test_every_label_selector_in_the_deploy_steps_selects_something(renders, overlay: str) -> None:
+    selectors = re.findall(r"-l '([^']+)'|-l ([^\s'`]+)", _deploy_section())
+    assert len(selectors) >= 3
+    for selector in (quoted or bare for quoted, bare in selectors):
+        assert any(_selects(selector, labels) for o in renders[overlay] for labels in _labels_of(o)), selector
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "dev"], ids=["overlays/gpu", "overlays/dev"])
+def test_the_model_is_copied_before_the_rayservice_is_applied(renders, overlay: str) -> None:
+    steps = _deploy_section()
+    first_apply = re.search(r"^kubectl apply -k k8s/overlays/local(.*)$", steps, re.MULTILINE)
+    selector = re.fullmatch(r" -l '([^']+)'", first_apply[1])
+    assert selector, f"the first apply must leave the RayService out until the model is there: {first_apply[0]}"
+    selector = selector[1]
+    left_out = [o for o in renders[overlay] if not _selects(selector, o["metadata"].get("labels") or {})]
+    assert [o["kind"] for o in left_out] == ["RayService"]  # the first apply holds everything else
+    copy_model = steps.index("kubectl -n socialalign cp ./Qwen2.5-7B-Instruct")
+    whole_tree = re.search(r"^kubectl apply -k k8s/overlays/local$", steps, re.MULTILINE).start()
+    assert first_apply.start() < copy_model < whole_tree
 
 
 # --- broken manifests are caught ------------------------------------------------------------------
