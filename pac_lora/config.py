@@ -32,7 +32,8 @@ class PACLoraConfig:
     gate_mode: "both" routes both sides; "avg_a" / "avg_b" / "avg_both" use uniform gates instead
              (the research ablations).
     router_scope: "module" gives every wrapped linear its own router pair (research); "layer" shares
-             one pair per decoder layer, read from the layer input.
+             one pair per decoder layer, read from the layer input (a target outside the decoder
+             layers, such as lm_head, keeps a pair of its own).
     """
 
     num_analyze_experts: int = 3

@@ -36,8 +36,10 @@ class PACLoraLinear(nn.Module):
         for expert in self.analyze.data:
             nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.router = RouterPair(d_in, config, key) if config.router_scope == "module" else None
-        # Not registered as a submodule: the decoder layer owns it (and its parameters).
+        # Its own router pair under router_scope="module", and under "layer" when no decoder layer
+        # owns this linear (lm_head); otherwise the layer's pair, not registered as a submodule
+        # here: the decoder layer owns it (and its parameters).
+        self.router = RouterPair(d_in, config, key) if layer_router is None else None
         object.__setattr__(self, "_layer_router", layer_router)
         object.__setattr__(self, "_state", state)
 

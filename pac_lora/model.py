@@ -21,7 +21,7 @@ from torch import nn
 
 from pac_lora.config import CONFIG_FILE, PACLoraConfig
 from pac_lora.layer import PACLoraLinear
-from pac_lora.routing import RouterPair, RoutingState, validate_spans
+from pac_lora.routing import RouterPair, RoutingState, cache_length, validate_spans
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class PACLoraModel(nn.Module):
         self.pac_config = config
         object.__setattr__(self, "_state", state)
         base_model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True)
+        base_model.register_forward_hook(self._after_base_forward, with_kwargs=True)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -53,7 +54,9 @@ class PACLoraModel(nn.Module):
         **kwargs: Any,
     ) -> Any:
         reference = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-        with self.routing(user_spans, news_spans, reference):
+        # A cached decoding step may repeat the prompt's spans: they index the whole sequence so far.
+        past = cache_length(_given_cache(kwargs))
+        with self.routing(user_spans, news_spans, reference, past=past):
             return self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @torch.no_grad()
@@ -69,10 +72,15 @@ class PACLoraModel(nn.Module):
 
     @contextmanager
     def routing(
-        self, user_spans: torch.Tensor | None, news_spans: torch.Tensor | None, reference: torch.Tensor | None
+        self,
+        user_spans: torch.Tensor | None,
+        news_spans: torch.Tensor | None,
+        reference: torch.Tensor | None,
+        past: int = 0,
     ) -> Iterator[None]:
-        """Spans for the calls made inside the block (e.g. a custom generation loop)."""
-        batch, seq_len = (reference.shape[0], reference.shape[1]) if reference is not None else (0, 0)
+        """Spans for the calls made inside the block (e.g. a custom generation loop); `past` tokens
+        precede `reference` in a KV cache."""
+        batch, seq_len = (reference.shape[0], past + reference.shape[1]) if reference is not None else (0, 0)
         device = reference.device if reference is not None else None
         user = validate_spans("user_spans", user_spans, batch, seq_len)
         news = validate_spans("news_spans", news_spans, batch, seq_len)
@@ -95,12 +103,14 @@ class PACLoraModel(nn.Module):
             state.enabled = True
 
     def _before_base_forward(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        self._state.begin_step(cache)
+        self._state.begin_step(_given_cache(kwargs))
+
+    def _after_base_forward(self, _module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self._state.end_step(_returned_cache(output))
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """Experts and routers only, named relative to the base model."""
-        return {name: param for name, param in self.base_model.named_parameters() if _is_adapter_param(name)}
+        return dict(_adapter_parameters(self.base_model))
 
 
 @dataclass(frozen=True)
@@ -131,26 +141,27 @@ def apply_pac_lora(base_model: nn.Module, config: PACLoraConfig | None = None) -
     layer_routers = _attach_layer_routers(base_model, config, state, targets) if config.router_scope == "layer" else {}
     base_model.requires_grad_(False)
     for name, linear in targets.items():
+        # Under router_scope="layer" a target outside the decoder layers (lm_head, say) has no
+        # layer input to share, so it keeps a router pair of its own, as under "module".
         wrapped = PACLoraLinear(linear, config, state, key=name, layer_router=_owner(name, layer_routers))
         wrapped.to(device=linear.weight.device, dtype=linear.weight.dtype)
         parent_name, _, child = name.rpartition(".")
         setattr(base_model.get_submodule(parent_name), child, wrapped)
-    for name, param in base_model.named_parameters():
-        param.requires_grad_(_is_adapter_param(name))
+    for _name, param in _adapter_parameters(base_model):
+        param.requires_grad_(True)
     model = PACLoraModel(base_model, config, state)
     log.info("PAC-LoRA on %d linears: %s", len(targets), parameter_summary(model))
     return model
 
 
 def parameter_summary(model: PACLoraModel) -> ParameterSummary:
-    experts = routers = total = 0
-    for name, param in model.base_model.named_parameters():
-        total += param.numel()
-        if _is_router_param(name):
-            routers += param.numel()
-        elif _is_adapter_param(name):
-            experts += param.numel()
-    return ParameterSummary(experts=experts, routers=routers, total=total)
+    routers = {id(param) for pair in _router_pairs(model.base_model) for param in pair.parameters(recurse=False)}
+    adapter = [param for _name, param in _adapter_parameters(model.base_model)]
+    return ParameterSummary(
+        experts=sum(p.numel() for p in adapter if id(p) not in routers),
+        routers=sum(p.numel() for p in adapter if id(p) in routers),
+        total=sum(p.numel() for p in model.base_model.parameters()),
+    )
 
 
 def save_adapter(model: PACLoraModel, directory: str | Path) -> Path:
@@ -328,9 +339,27 @@ def _owner(name: str, layer_routers: dict[str, RouterPair]) -> RouterPair | None
     return next((pair for prefix, pair in layer_routers.items() if name.startswith(prefix + ".")), None)
 
 
-def _is_adapter_param(name: str) -> bool:
-    return name.endswith((".analyze", ".compose")) or _is_router_param(name)
+def _given_cache(kwargs: dict[str, Any]) -> Any:
+    # transformers 5 renamed `past_key_values` to `cache`; both are accepted.
+    cache = kwargs.get("cache")
+    return cache if cache is not None else kwargs.get("past_key_values")
 
 
-def _is_router_param(name: str) -> bool:
-    return ".router." in name or ".pac_lora_router." in name
+def _returned_cache(output: Any) -> Any:
+    """The KV cache in a model output (None for a tuple output or use_cache=False)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def _adapter_parameters(base_model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Experts and routers in the model's parameter order, found by identity in the PAC-LoRA modules,
+    never by name: a base model's own parameter called `...router...` stays frozen and unsaved."""
+    own = {id(param) for pair in _router_pairs(base_model) for param in pair.parameters(recurse=False)}
+    for module in base_model.modules():
+        if isinstance(module, PACLoraLinear):
+            own.update((id(module.analyze), id(module.compose)))
+    return [(name, param) for name, param in base_model.named_parameters() if id(param) in own]
+
+
+def _router_pairs(base_model: nn.Module) -> list[RouterPair]:
+    return [module for module in base_model.modules() if isinstance(module, RouterPair)]

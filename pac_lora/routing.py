@@ -2,8 +2,10 @@
 
 Spans are [start, end) token positions per row of the full (padded) sequence. The state is set
 by the model wrapper before each call and refreshed by a forward pre-hook on the base model at
-every step of `generate`, which is how the wrapped linears learn whether they see a prefill (the
-spans apply) or a cached decoding step (they do not).
+every step of `generate` (or of a hand-written decoding loop), which is how the wrapped linears
+learn whether they see a prefill (the spans apply) or a cached decoding step (they do not). A
+forward hook after each prefill puts its sequence-mode gates on the KV cache the model returns,
+also when the model created that cache itself.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class RoutingState:
     user_spans: torch.Tensor | None = None
     news_spans: torch.Tensor | None = None
     decoding: bool = False
-    # Sequence-mode gates computed at prefill, keyed by router; lives on the KV cache object so
-    # it is created and dropped with the generation it belongs to.
+    # Sequence-mode gates of the current call, keyed by router: filled at prefill, read back at
+    # cached decoding. It lives on the KV cache object so that it is created and dropped with the
+    # generation it belongs to; the state lets go of it when the call ends.
     gate_cache: dict[str, Any] | None = None
     _masks: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     _call: int = 0
@@ -43,16 +46,24 @@ class RoutingState:
 
     def begin_step(self, cache: Any) -> None:
         """Called before every base-model forward with the KV cache it was given (or None)."""
-        past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
-        self.decoding = past > 0
+        self.decoding = cache_length(cache) > 0
         self._call += 1
-        if cache is None:
-            self.gate_cache = None
-        elif self.decoding:
+        if self.decoding:
             self.gate_cache = getattr(cache, GATE_CACHE_ATTR, None)
         else:
             self.gate_cache = {}
+            if cache is not None:
+                setattr(cache, GATE_CACHE_ATTR, self.gate_cache)
+
+    def end_step(self, cache: Any) -> None:
+        """Called after every base-model forward with the KV cache it returned (or None).
+
+        Without a cache passed in, transformers models make their own at prefill (a manual decoding
+        loop: `out = model(..., use_cache=True)`, then `model(next_ids, past_key_values=out.past_key_values)`),
+        so the prefill gates are attached to the returned cache here."""
+        if not self.decoding and cache is not None and self.gate_cache is not None:
             setattr(cache, GATE_CACHE_ATTR, self.gate_cache)
+        self.gate_cache = None
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """[b, 2, d]: masked means of x over the news span and the user span, in one pass.
@@ -87,6 +98,11 @@ class RoutingState:
                 spans = spans.repeat_interleave(batch // spans.shape[0], dim=0)
             self._masks[key] = span_mask(spans, seq_len, dtype)
         return self._masks[key]
+
+
+def cache_length(cache: Any) -> int:
+    """Tokens already held by a KV cache (0 for none)."""
+    return int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
 
 
 def validate_spans(name: str, spans: torch.Tensor | None, batch: int, seq_len: int) -> torch.Tensor | None:

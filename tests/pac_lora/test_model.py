@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from pac_lora import (
     PACLoraConfig,
@@ -55,7 +55,6 @@ def test_one_expert_each_equals_peft_lora(tiny_qwen, routing: str) -> None:
     batch = batch_of(tokenizer, routing)
     with torch.no_grad():
         expected = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        plain = reference.base_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     assert len(wrapped) == 14  # 7 projections x 2 layers
     torch.testing.assert_close(logits(ours, batch), expected, atol=1e-5, rtol=0)
     with reference.disable_adapter(), torch.no_grad():
@@ -98,17 +97,26 @@ def test_gates_sum_to_one_and_token_gates_are_uniform_outside_their_span(tiny_qw
             assert not torch.allclose(gates[~outside], torch.full_like(gates[~outside], 1 / 3))
 
 
+@pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("scope", SCOPES)
-def test_gradients_reach_experts_and_routers_not_the_base(tiny_qwen, scope: str) -> None:
+def test_gradients_reach_experts_and_routers_not_the_base(tiny_qwen, routing: str, scope: str) -> None:
     base, tokenizer = load_base_model(tiny_qwen)
-    model = apply_pac_lora(base, PACLoraConfig(router_scope=scope))
+    model = apply_pac_lora(base, PACLoraConfig(router_scope=scope, routing=routing))
     randomize_adapter(model)
     model.train()
-    model(**batch_of(tokenizer)).loss.backward()
+    model(**batch_of(tokenizer, routing)).loss.backward()
     adapter = model.adapter_state_dict()
     assert adapter and all(p.requires_grad for p in adapter.values())
+    last = f"model.layers.{model.config.num_hidden_layers - 1}."
     for name, param in adapter.items():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        assert param.grad is not None, name
+        # Token routing reads each span's own positions, and in the last layer only k and v carry a
+        # span position into the response (the tokens with loss): the other routers there get no
+        # gradient at all, as in the research code.
+        unreachable = routing == "token" and name.startswith(last) and ".router." in name and not (
+            ".k_proj." in name or ".v_proj." in name
+        )
+        assert (param.grad.abs().sum() == 0) if unreachable else (param.grad.abs().sum() > 0), name
     frozen = [(n, p) for n, p in model.base_model.named_parameters() if n not in adapter]
     assert frozen and all(not p.requires_grad and p.grad is None for _, p in frozen)
 
@@ -165,6 +173,42 @@ def test_greedy_generation_with_cache_equals_without(tiny_qwen, scope: str) -> N
     assert not torch.equal(cached, plain)  # the adapter steers generation
 
 
+def greedy_loop(model, batch, steps: int, use_cache: bool) -> torch.Tensor:
+    """A hand-written greedy decoding loop through the PAC-LoRA model, the same arguments every step."""
+    ids, mask, cache = batch["input_ids"], batch["attention_mask"], None
+    spans = {"user_spans": batch["user_spans"], "news_spans": batch["news_spans"]}
+    with torch.no_grad():
+        for _ in range(steps):
+            step_ids = ids[:, -1:] if cache is not None else ids
+            out = model(input_ids=step_ids, attention_mask=mask, past_key_values=cache, use_cache=use_cache, **spans)
+            cache = out.past_key_values if use_cache else None
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            ids, mask = torch.cat([ids, token], dim=1), torch.cat([mask, torch.ones_like(token)], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_manual_decoding_loop_with_the_model_made_cache_equals_generate(tiny_qwen, scope: str) -> None:
+    """No cache passed at prefill: the model makes its own, and the prefill gates must travel with it."""
+    base, tokenizer = load_base_model(tiny_qwen)
+    model = pac(base, router_scope=scope)
+    randomize_adapter(model, scale=0.5)
+    batch = batch_of(tokenizer, with_response=False, padding_side="left")
+    uncached = greedy_loop(model, batch, steps=8, use_cache=False)
+    # A decoding step without spans: the gates come from the cache the prefill returned.
+    with torch.no_grad():
+        prefill = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=True,
+                        user_spans=batch["user_spans"], news_spans=batch["news_spans"])
+        token = prefill.logits[:, -1].argmax(-1, keepdim=True)
+        step = model(input_ids=token, attention_mask=torch.cat([batch["attention_mask"], torch.ones_like(token)], 1),
+                     past_key_values=prefill.past_key_values, use_cache=True)
+    assert torch.equal(step.logits[:, -1].argmax(-1), uncached[:, batch["input_ids"].shape[1] + 1])
+    # Or with the prompt's spans repeated at every step, as in the loop without a cache.
+    cached = greedy_loop(model, batch, steps=8, use_cache=True)
+    assert torch.equal(cached, uncached)
+    assert torch.equal(cached, generate(model, batch, use_cache=True))
+
+
 def test_sampling_several_returns_per_prompt_expands_the_spans(tiny_qwen) -> None:
     base, tokenizer = load_base_model(tiny_qwen)
     model = pac(base)
@@ -176,12 +220,13 @@ def test_sampling_several_returns_per_prompt_expands_the_spans(tiny_qwen) -> Non
     assert torch.equal(out[:, : prompts.shape[1]], prompts)
 
 
+@pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("scope", SCOPES)
-def test_save_then_load_reproduces_logits_exactly(tiny_qwen, tmp_path, scope: str) -> None:
+def test_save_then_load_reproduces_logits_exactly(tiny_qwen, tmp_path, routing: str, scope: str) -> None:
     base, tokenizer = load_base_model(tiny_qwen)
-    model = pac(base, router_scope=scope, routing="token")
+    model = pac(base, router_scope=scope, routing=routing)
     randomize_adapter(model, scale=0.3)
-    batch = batch_of(tokenizer, "token", padding_side="left")
+    batch = batch_of(tokenizer, routing, padding_side="left")
     save_adapter(model, tmp_path / "adapter")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_model.safetensors", "pac_lora_config.json"]
     weights_bytes = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
@@ -290,6 +335,49 @@ def test_layer_routers_are_far_fewer_parameters(tiny_qwen) -> None:
     assert module_scope.experts == layer_scope.experts
     assert layer_scope.routers * 5 < module_scope.routers
     assert "trainable params:" in str(layer_scope) and layer_scope.trainable < layer_scope.total
+
+
+@pytest.mark.parametrize("routing", ROUTINGS)
+def test_layer_scope_gives_a_target_outside_the_decoder_layers_its_own_routers(tiny_qwen, routing: str) -> None:
+    base, tokenizer = load_base_model(tiny_qwen)
+    model = pac(base, router_scope="layer", routing=routing, target_modules=["q_proj", "down_proj", "lm_head"])
+    randomize_adapter(model, scale=0.3)
+    lm_head = model.base_model.lm_head
+    assert isinstance(lm_head, PACLoraLinear) and isinstance(lm_head.router, RouterPair)
+    assert model.base_model.model.layers[0].self_attn.q_proj.router is None  # the layer's pair routes it
+    routers = {n.rsplit(".", 1)[0] for n in model.adapter_state_dict() if "router" in n}
+    assert routers == {"model.layers.0.pac_lora_router", "model.layers.1.pac_lora_router", "lm_head.router"}
+    batch = batch_of(tokenizer, routing, padding_side="left")
+    model.train()
+    model(**batch).loss.backward()
+    gates_a, gates_b = lm_head.router.current
+    assert gates_a.shape[:-1] == ((3,) if routing == "sequence" else tuple(batch["input_ids"].shape))
+    torch.testing.assert_close(gates_b.sum(-1), torch.ones(gates_b.shape[:-1]), atol=1e-6, rtol=0)
+    for name, param in model.adapter_state_dict().items():
+        # Token routing leaves the routers of the last layer and lm_head without a gradient (see the
+        # gradient test); their experts still learn.
+        reaches = routing == "sequence" or "router" not in name
+        assert param.grad is not None and (param.grad.abs().sum() > 0 or not reaches), name
+    model.eval()
+    free = batch_of(tokenizer, routing, padding_side="left", with_response=False)
+    assert generate(model, free, use_cache=True).shape[1] == free["input_ids"].shape[1] + 8
+
+
+def test_a_base_parameter_named_like_a_router_stays_frozen_and_unsaved(tiny_qwen, tmp_path) -> None:
+    base, tokenizer = load_base_model(tiny_qwen)
+    base.model.layers[0].mlp.router = torch.nn.Linear(4, 4, bias=False)  # a base model's own "router"
+    foreign = base.model.layers[0].mlp.router.weight
+    model = pac(base)
+    assert not foreign.requires_grad
+    assert "model.layers.0.mlp.router.weight" not in model.adapter_state_dict()
+    summary = parameter_summary(model)
+    reference = parameter_summary(pac(load_base_model(tiny_qwen)[0]))
+    assert (summary.experts, summary.routers) == (reference.experts, reference.routers)
+    save_adapter(model, tmp_path / "adapter")
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert set(saved) == set(model.adapter_state_dict()) and not any(".mlp.router." in name for name in saved)
+    trainable = {name for name, param in model.base_model.named_parameters() if param.requires_grad}
+    assert trainable == set(model.adapter_state_dict())
 
 
 @pytest.mark.parametrize("scope", SCOPES)
