@@ -9,8 +9,11 @@ keeps for the backward pass.
 The research formulation is re-implemented here as the reference: masked copies of the input for
 the routers and every expert's output stacked at full width ([b, s, n, d_out]) before the gated sum.
 
+Spans as `build_prompt` gives them: sequence routing's user span covers the user part alone; token
+routing's starts at 0 (everything before the news part), as the research code's does.
+
 Targets: seq_vs_lora_step <= 1.3; token_vs_research_step <= 1.0; token_vs_research_peak_mem <= 0.6.
-Last line: one JSON object of the figures, ratios first.
+Last line: one JSON object of the figures, ratios first, then `total_s` (wall seconds of the bench).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ VARIANTS = ("lora", "pac_sequence", "pac_token", "research", "pac_sequence_layer
 SHAPE = {"hidden": 512, "intermediate": 1408, "layers": 4, "heads": 8, "vocab": 4096}
 BATCH, SEQ = 4, 512
 USER, NEWS, RESPONSE = (16, 200), (200, 400), 112  # token spans of a typical prompt; loss on the tail
+TOKEN_USER = (0, NEWS[0])  # token routing (and the research code): the user span starts at 0
 QWEN25_7B = {
     "hidden": 3584,
     "layers": 28,
@@ -133,7 +137,8 @@ def make_batch() -> dict[str, torch.Tensor]:
 def step(model: nn.Module, variant: str, batch: dict[str, torch.Tensor]) -> None:
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
     if variant.startswith("pac"):
-        inputs.update(user_spans=batch["user_spans"], news_spans=batch["news_spans"])
+        user_spans = torch.tensor([TOKEN_USER] * BATCH) if variant == "pac_token" else batch["user_spans"]
+        inputs.update(user_spans=user_spans, news_spans=batch["news_spans"])
     if variant == "research":
         ResearchLinear.spans = (batch["news_spans"][:, 0], batch["news_spans"][:, 1])
     model(**inputs).loss.backward()
@@ -195,6 +200,7 @@ def main() -> None:
     if args.memory_of:
         print(json.dumps(measure_memory(args.memory_of)))
         return
+    began = time.perf_counter()
     figures: dict[str, dict[str, float]] = {}
     for variant in VARIANTS:
         run = subprocess.run(
@@ -220,6 +226,7 @@ def main() -> None:
         "token_vs_research_peak_mem": figures["pac_token"]["peak_mib"] / figures["research"]["peak_mib"],
         "token_vs_research_saved_mem": figures["pac_token"]["saved_mib"] / figures["research"]["saved_mib"],
         "seq_layer_vs_lora_step": figures["pac_sequence_layer"]["step_s"] / figures["lora"]["step_s"],
+        "total_s": time.perf_counter() - began,
         **{f"{variant}_step_s": f["step_s"] for variant, f in figures.items()},
         **{f"{variant}_peak_mib": f["peak_mib"] for variant, f in figures.items()},
         "qwen7b_module_router_params": counts["module"]["routers"],
