@@ -9,7 +9,10 @@ batched `generate` per batch, as the serve app does), or through a running serve
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,11 @@ from cluster.schemas import PREDICTIONS, SFT
 from cluster.stage_configs import PredictConfig
 
 log = logging.getLogger(__name__)
+
+SKIPPED_STATUSES = (413, 422)  # the app refuses the row itself (too long, invalid): asking again cannot help
+MAX_ATTEMPTS = 6  # per row while the app answers 503 (overloaded)
+BACKOFF_S = 0.5
+BACKOFF_CAP_S = 8.0
 
 
 def run(config: PredictConfig) -> int:
@@ -41,8 +49,9 @@ def run(config: PredictConfig) -> int:
     config.output_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(table, config.output_path)
     skipped = rows.num_rows * config.samples_per_user - table.num_rows
+    why = "refused by the endpoint (413/422), see the log" if config.endpoint else "prompt too long"
     print(f"predicted {table.num_rows} posts for {rows.num_rows} rows ({config.method})"
-          + (f", {skipped} skipped (prompt too long)" if skipped else "") + f": {config.output_path}")
+          + (f", {skipped} skipped ({why})" if skipped else "") + f": {config.output_path}")
     return 0
 
 
@@ -106,23 +115,57 @@ class Predictor:
 
 
 async def predict_via_endpoint(config: PredictConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Predictions through a running serve app. A busy app (503) is asked again with backoff; a row it
+    refuses (413 too long, 422 invalid) is skipped and counted, as predicting in-process skips a
+    prompt that is too long; any other answer stops the run."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {config.auth_token.get_secret_value()}"} if config.auth_token else {}
     gate = asyncio.Semaphore(config.batch_size)
     url = config.endpoint.rstrip("/") + "/v1/predict/micro"
+    tally: Counter = Counter()
     async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as session:
 
         async def one(item: dict[str, Any]) -> list[dict[str, Any]]:
-            async with gate, session.post(url, json=_micro_request(config, item)) as response:
-                body = await response.json(content_type=None)
-                if response.status != 200:
-                    raise RuntimeError(f"{url} answered {response.status} for {item['id']}: {body}")
+            async with gate:
+                body = await _post(session, url, _micro_request(config, item), item["id"], tally)
+            if body is None:
+                return []
             return [_prediction(config, item, sample, p["text"], body["prompt_tokens"], p["completion_tokens"])
                     for sample, p in enumerate(body["predictions"])]
 
         results = await asyncio.gather(*(one(item) for item in rows))
+    skipped = {status: tally[status] for status in SKIPPED_STATUSES if tally[status]}
+    log.info("%s: %d of %d rows predicted, %d skipped (%s), %d retries after 503", url,
+             len(rows) - sum(skipped.values()), len(rows), sum(skipped.values()),
+             ", ".join(f"{status}: {n}" for status, n in skipped.items()) or "none", tally["retries"])
     return [row for rows_of_item in results for row in rows_of_item]
+
+
+async def _post(session: Any, url: str, request: dict[str, Any], row_id: str, tally: Counter) -> dict | None:
+    """The 200 answer's body; None for a refused row (counted by status in `tally`)."""
+    for attempt in itertools.count(1):  # ends by returning or raising, by MAX_ATTEMPTS at the latest
+        async with session.post(url, json=request) as response:
+            status, text = response.status, await response.text()
+            retry_after = response.headers.get("Retry-After", "")
+        if status == 200:
+            return json.loads(text)
+        if status in SKIPPED_STATUSES:
+            tally[status] += 1
+            log.warning("skipped %s: %s answered %d: %s", row_id, url, status, text[:300])
+            return None
+        if status != 503 or attempt == MAX_ATTEMPTS:
+            tries = f" after {attempt} tries" if attempt > 1 else ""
+            raise RuntimeError(f"{url} answered {status} for {row_id}{tries}: {text[:300]}")
+        tally["retries"] += 1
+        await asyncio.sleep(_backoff(attempt, retry_after))
+    return None
+
+
+def _backoff(attempt: int, retry_after: str) -> float:
+    """Doubling from BACKOFF_S, at least what the server's Retry-After asks, at most BACKOFF_CAP_S."""
+    asked = float(retry_after) if retry_after.strip().isdigit() else 0.0
+    return min(max(BACKOFF_S * 2 ** (attempt - 1), asked), BACKOFF_CAP_S)
 
 
 def _micro_request(config: PredictConfig, item: dict[str, Any]) -> dict[str, Any]:

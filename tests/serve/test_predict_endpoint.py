@@ -1,0 +1,80 @@
+"""`socialalign predict` through an endpoint that is busy (503), or refuses a row (413, 422)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from aiohttp import web
+
+from cluster.http_thread import serve_in_thread
+from cluster.stage_configs import PredictConfig
+from serve import predict
+from serve.predict import predict_via_endpoint
+
+BUSY_TIMES = 2  # "busy" is answered 503 this many times, then 200
+
+
+class Endpoint:
+    """/v1/predict/micro answering by the user's name: ok, busy (503 then 200), big (413), bad (422),
+    down (always 503), broken (500)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter = Counter()
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        app = web.Application()
+        app.router.add_post("/v1/predict/micro", self._micro)
+        with serve_in_thread(app, "127.0.0.1", 0, name="predict-endpoint") as url:
+            yield url
+
+    async def _micro(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        name = body["user"]["name"]
+        self.calls[name] += 1
+        status = {"big": 413, "bad": 422, "down": 503, "broken": 500}.get(name, 200)
+        if name == "busy" and self.calls[name] <= BUSY_TIMES:
+            status = 503
+        if status != 200:
+            return web.json_response({"detail": f"{name} refused"}, status=status)
+        predictions = [{"text": f"{name}的微博{k}", "completion_tokens": 3} for k in range(body["n"])]
+        return web.json_response({"prompt_tokens": 7, "predictions": predictions})
+
+
+def row(name: str) -> dict:
+    return {"id": f"t|{name}|m-{name}|full", "topic": "t", "news": "n", "variant": "full", "user_id": name,
+            "user_name": name, "mid": f"m-{name}", "history_texts": [], "persona": None, "output": "真实的微博"}
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predict, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(predict, "MAX_ATTEMPTS", 4)
+
+
+def test_busy_rows_are_retried_and_refused_rows_skipped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    endpoint = Endpoint()
+    with endpoint.running() as url, caplog.at_level(logging.INFO, logger="serve.predict"):
+        config = PredictConfig(endpoint=url, samples_per_user=2, method="m")
+        predicted = asyncio.run(predict_via_endpoint(config, [row(n) for n in ("ok", "busy", "big", "bad")]))
+    assert sorted((p["user_id"], p["sample"], p["prediction"]) for p in predicted) == [
+        ("busy", 0, "busy的微博0"), ("busy", 1, "busy的微博1"), ("ok", 0, "ok的微博0"), ("ok", 1, "ok的微博1")]
+    assert endpoint.calls == {"ok": 1, "busy": BUSY_TIMES + 1, "big": 1, "bad": 1}  # refused rows: not retried
+    assert "2 of 4 rows predicted, 2 skipped (413: 1, 422: 1), 2 retries after 503" in caplog.text
+
+
+def test_an_endpoint_that_stays_busy_or_fails_stops_the_run() -> None:
+    endpoint = Endpoint()
+    with endpoint.running() as url:
+        config = PredictConfig(endpoint=url)
+        with pytest.raises(RuntimeError, match=re.escape("answered 503 for t|down|m-down|full after 4 tries")):
+            asyncio.run(predict_via_endpoint(config, [row("down")]))
+        with pytest.raises(RuntimeError, match="answered 500"):
+            asyncio.run(predict_via_endpoint(config, [row("broken")]))
+    assert endpoint.calls == {"down": 4, "broken": 1}
