@@ -1,4 +1,5 @@
 """Macro populations read from Parquet: a users table or the SFT set, under the server's population_dir.
+A directory is read as its *.parquet files (e.g. `sft/test`; other files beside them are ignored).
 
 - SFT set (`cluster.schemas.SFT`): one member per user_id; its `user_part` is used verbatim (the
   history in it was retrieved for that row's topic, not for the request's news) with the row's
@@ -61,7 +62,7 @@ def read_members(path: Path, variant: str = "full") -> list[Member]:
     import pyarrow.dataset as ds
 
     try:
-        table = ds.dataset(str(path), format="parquet").to_table()
+        table = ds.dataset(parquet_files(path), format="parquet").to_table()
     except Exception as error:  # pyarrow raises several types for unreadable input
         raise InvalidPrompt(_LOC, f"cannot read it as Parquet: {error}") from None
     columns = set(table.column_names)
@@ -83,6 +84,16 @@ def read_members(path: Path, variant: str = "full") -> list[Member]:
         profile = UserProfile(name=str(name), history=history, persona=row.get("persona") or None)
         members.append(Member(name=str(name), user_id=_text(row.get("user_id")), profile=profile))
     return members
+
+
+def parquet_files(path: Path) -> list[str]:
+    """`path`, or the *.parquet files under a directory: the dataset stage writes JSONL beside them."""
+    if not path.is_dir():
+        return [str(path)]
+    files = sorted(str(file) for file in path.rglob("*.parquet") if not file.name.startswith((".", "_")))
+    if not files:
+        raise InvalidPrompt(_LOC, "the directory holds no *.parquet files (only those are read)")
+    return files
 
 
 def _sft_members(rows: list[dict], variant: str) -> list[Member]:

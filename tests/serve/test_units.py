@@ -116,6 +116,21 @@ def test_population_tables_and_paths(tmp_path: Path) -> None:
         resolve_path("users.parquet", None)
 
 
+def test_a_population_directory_is_read_as_its_parquet_files(tmp_path: Path) -> None:
+    split = tmp_path / "sft" / "test"  # as build-dataset writes it: Parquet parts, JSONL beside the split
+    split.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": ["1", "2"], "user_part": ["a", "b"], "variant": ["full", "full"]}),
+                   split / "part-0.parquet")
+    (split / ".part-1.parquet.tmp").write_text("half written")
+    (tmp_path / "sft" / "test-full.jsonl").write_text('{"user_id": "3"}\n')
+    assert [m.user_id for m in load_population("sft/test", tmp_path, None, 0, 5)] == ["1", "2"]
+    assert [m.user_id for m in load_population("sft", tmp_path, None, 0, 5)] == ["1", "2"]
+    (tmp_path / "jsonl").mkdir()
+    (tmp_path / "jsonl" / "users.jsonl").write_text('{"name": "a"}\n')
+    with pytest.raises(InvalidPrompt, match=r"no \*\.parquet files"):
+        load_population("jsonl", tmp_path, None, 0, 5)
+
+
 def test_the_serve_config_file_is_the_generated_one_and_valid() -> None:
     path = REPO / "serve" / "serve_config.yaml"
     text = path.read_text(encoding="utf-8")
