@@ -100,8 +100,8 @@ def _markdown(summary: list[dict], macro: list[dict], names: dict[str, str], plo
               "and emd compare each topic's predicted sentiment distribution with the real one, averaged over "
               "topics; n/a where nothing was labelled (a topic without labelled predicted or real posts has "
               "no distribution and is left out of the averages). unlabelled and real_unlabelled count the "
-              "predicted and real posts the labeller could not label.", "", "## Topics", "", "| topic | name | method | real (pos/neu/neg) | predicted | js | emd |",
-              "|---|---|---|---|---|---|---|"]
+              "predicted and real posts the labeller could not label.", "", "## Topics", "",
+              "| topic | name | method | real (pos/neu/neg) | predicted | js | emd |", "|---|---|---|---|---|---|---|"]
     for row in macro:
         if row["topic"] == "(mean)":
             continue
