@@ -44,6 +44,7 @@ def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], meth
         (row["method"], row["predicted_distribution"], PALETTE[methods.index(row["method"]) % len(PALETTE)])
         for row in rows
     ]
+    unlabelled = [label for label, values, _ in series if values is None]
     series = [item for item in series if item[1] is not None]  # nothing labelled: no bars, not made-up ones
     width = 0.8 / max(len(series), 1)
     for k, (label, values, colour) in enumerate(series):
@@ -54,6 +55,9 @@ def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], meth
     axes.set_ylabel("share of posts")
     axes.set_title(f"{short}: real vs predicted sentiment")
     axes.legend(loc="upper right", fontsize=8)
+    if unlabelled:
+        axes.text(0.01, 0.97, "nothing labelled: " + ", ".join(unlabelled), transform=axes.transAxes, va="top",
+                  fontsize=8)
     path = out / f"distribution-{short}.png"
     _save(figure, path)
     return path
