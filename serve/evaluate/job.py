@@ -229,9 +229,10 @@ def _real_labels(rows: list[dict]) -> list[str]:
     return list({row["mid"]: row["real_label"] for row in rows}.values())
 
 
-def _mean(values) -> float:
+def _mean(values) -> float | None:
+    """The mean of the values there are; None (null in Parquet, n/a in the report) when there are none."""
     kept = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else float("nan")
+    return sum(kept) / len(kept) if kept else None
 
 
 def labeler_options(config: EvaluateConfig) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -113,11 +112,11 @@ def test_a_topic_with_nothing_labelled_has_no_macro_figures_and_the_report_says_
     summary, macro = aggregate(rows, "keywords")
     by = {(row["method"], row["topic"]): row for row in macro}
     assert by[("silent", "A")]["predicted_distribution"] is None and by[("silent", "A")]["js"] is None
-    assert math.isnan(by[("silent", "(mean)")]["js"]) and math.isnan(by[("silent", "(mean)")]["emd"])
+    assert by[("silent", "(mean)")]["js"] is None and by[("silent", "(mean)")]["emd"] is None
     assert by[("half", "A")]["js"] == pytest.approx(0.0) and by[("half", "B")]["js"] is None
     assert by[("half", "(mean)")]["js"] == pytest.approx(0.0)  # topic B left out, not averaged in as made up
     silent = next(row for row in summary if row["method"] == "silent")
-    assert math.isnan(silent["js"]) and silent["unlabelled"] == 2 and silent["real_unlabelled"] == 0
+    assert silent["js"] is None and silent["unlabelled"] == 2 and silent["real_unlabelled"] == 0
     report = write_report(tmp_path, summary, macro, "keywords").read_text(encoding="utf-8")
     silent_line = next(line for line in report.splitlines() if line.startswith("| silent |"))
     assert silent_line.endswith("| n/a | n/a | n/a | n/a | 2 | 0 |")
@@ -179,7 +178,7 @@ def test_each_real_post_is_labelled_once_through_a_labeller_named_as_in_serve(tm
     assert {post: asked[post] for post in real_posts} == dict.fromkeys(real_posts, 1)  # not once per row
     assert sum(asked.values()) == len(real_posts) + len(rows) and max(asked.values()) == 1
     summary = {row["method"]: row for row in pq.read_table(tmp_path / "report" / "summary.parquet").to_pylist()}
-    assert summary["silent"]["unlabelled"] == 12 and math.isnan(summary["silent"]["js"])
+    assert summary["silent"]["unlabelled"] == 12 and summary["silent"]["js"] is None
     assert summary["pac_lora"]["labeler"] == "counting" and summary["pac_lora"]["js"] == pytest.approx(0.0)
     assert "| silent |" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
 
