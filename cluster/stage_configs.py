@@ -114,7 +114,9 @@ class CrawlConfig(StageConfig):
     """Stage 1: crawl topics, posts, users and their history from Weibo into Parquet."""
 
     output_dir: Path = Path("data/crawl")
-    keywords: list[str] = Field(default_factory=list, description="topics to crawl: hashtags (#x# or x)")
+    keywords: list[str] = Field(
+        default_factory=list, description="topics to crawl: '#x#' searches the hashtag x, 'x' the plain keyword x"
+    )
     user_ids: list[str] = Field(default_factory=list, description="users to crawl directly (profile, timeline)")
     start: str | None = Field(None, description="search range start, YYYY-MM-DD[-H], Beijing time")
     end: str | None = Field(None, description="search range end (exclusive), YYYY-MM-DD[-H], Beijing time")
@@ -127,6 +129,11 @@ class CrawlConfig(StageConfig):
         "SOCIALALIGN_REDIS_URL", description="Redis for the cookie pool and frontier (default: Ray actor + disk)"
     )
     crawl_id: str | None = Field(None, description="names this crawl's state in Redis (default: from output_dir)")
+    cookie_namespace: str = Field(
+        "socialalign:cookies", min_length=1,
+        description="Redis key prefix of the cookie pool (buckets, cooldowns, bans per cookie id); crawls that "
+        "share it share each cookie's rate limit, so keep one for every crawl using the same cookies",
+    )
     endpoints: WeiboEndpoints = Field(default_factory=WeiboEndpoints)
     rates: dict[Literal["search", "mobile", "ajax", "ai"], RateLimit] = Field(
         default_factory=_default_rates, description="per cookie and host: {rate: req/s, burst: n}"

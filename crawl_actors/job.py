@@ -23,7 +23,7 @@ from cluster.config import ConfigError
 from cluster.metrics import gauge
 from cluster.ray_connect import ray_session
 from cluster.stage_configs import CrawlConfig
-from crawl_actors.cookies import CookieJar, PoolSettings, create_cookie_pool
+from crawl_actors.cookies import CookieJar, CookiePool, PoolSettings, create_cookie_pool
 from crawl_actors.frontier import create_frontier
 from crawl_actors.output import PartWriter, finalize
 from crawl_actors.tasks import BEIJING, CrawlLimits, Endpoints, seed_tasks, user_tasks
@@ -60,7 +60,8 @@ def run(config: CrawlConfig) -> int:
 
 def crawl(config: CrawlConfig, progress: bool = True) -> CrawlSummary:
     """Crawl as `config` says; returns what was kept (always merged, even on an early stop)."""
-    topics = [keyword.strip().strip("#") for keyword in config.keywords if keyword.strip().strip("#")]
+    queries = search_queries(config.keywords)
+    topics = list(dict.fromkeys(topic for topic, _ in queries))
     if not topics and not config.user_ids:
         raise ConfigError("keywords: give at least one topic to crawl (or user_ids)")
     jar = load_cookies(config)
@@ -70,12 +71,12 @@ def crawl(config: CrawlConfig, progress: bool = True) -> CrawlSummary:
     with ray_session(config.ray):
         namespace = _namespace(config, output_dir)
         redis_url = config.redis_url.get_secret_value() if config.redis_url else None
-        pool = create_cookie_pool(_pool_settings(config), jar.ids, redis_url, name=f"{namespace}:cookies")
+        pool = cookie_pool(config, jar, redis_url, namespace)
         frontier = create_frontier(output_dir, redis_url, namespace)
         recovered = _call(frontier, "recover")
         if recovered:
             log.info("resuming: %d tasks that were in flight go back to the queue", recovered)
-        _seed(frontier, output_dir, topics, start, end, config.sources, config.user_ids, _limits(config))
+        _seed(frontier, output_dir, queries, start, end, config.sources, config.user_ids, _limits(config))
         reports, stop_reason = _run_workers(config, jar, pool, frontier, output_dir, progress)
     counts = finalize(output_dir)
     for part in counts.skipped_parts:
@@ -105,6 +106,16 @@ def load_cookies(config: CrawlConfig) -> CookieJar:
             "cookies: no Weibo cookie given; set SOCIALALIGN_WEIBO_COOKIES or cookies_file (one cookie per line)"
         )
     return jar
+
+
+def cookie_pool(config: CrawlConfig, jar: CookieJar, redis_url: str | None, namespace: str) -> CookiePool:
+    """The crawl's cookie pool. In Redis its state is keyed by cookie id under `cookie_namespace`, one
+    for every crawl (not under the crawl's namespace): a cookie's rate limit is Weibo's, whichever crawl
+    sends the request, so two crawls sharing a cookie must share its bucket, cooldown and ban. The Ray
+    actor backend lives and dies with one job, so it stays per crawl; share cookies across crawls
+    through Redis."""
+    name = config.cookie_namespace if redis_url else f"{namespace}:cookies"
+    return create_cookie_pool(_pool_settings(config), jar.ids, redis_url, name=name)
 
 
 def _pool_settings(config: CrawlConfig) -> PoolSettings:
@@ -143,8 +154,23 @@ def _worker_settings(config: CrawlConfig, output_dir: Path) -> WorkerSettings:
     )
 
 
-def _seed(frontier: Any, output_dir: Path, topics: list[str], start, end, sources, user_ids, limits) -> None:
-    tasks = [task for topic in topics for task in seed_tasks(topic, start, end, sources)]
+def search_queries(keywords: list[str]) -> list[tuple[str, bool]]:
+    """(topic, is a hashtag) for each configured keyword: '#x#' (or '#x') is the hashtag x, searched as
+    '#x#'; anything else is a plain keyword, searched as typed. Blank entries are dropped."""
+    queries = []
+    for keyword in keywords:
+        shown = keyword.strip()
+        hashtag = shown.startswith("#")
+        topic = shown.strip("#").strip() if hashtag else shown
+        if topic:
+            queries.append((topic, hashtag))
+    return list(dict.fromkeys(queries))
+
+
+def _seed(frontier: Any, output_dir: Path, queries: list[tuple[str, bool]], start, end, sources, user_ids,
+          limits) -> None:
+    tasks = [task for topic, hashtag in queries for task in seed_tasks(topic, start, end, sources, hashtag)]
+    topics = list(dict.fromkeys(topic for topic, _ in queries))
     tasks += [task for uid in user_ids for task in user_tasks(uid, limits)]
     added = _call(frontier, "add", tasks)
     if added and topics:

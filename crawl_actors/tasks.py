@@ -66,34 +66,39 @@ class TaskResult:
         self.rows.setdefault(table, []).extend(rows)
 
 
-def seed_tasks(topic: str, start: datetime | None, end: datetime | None, sources: Iterable[str]) -> list[Task]:
-    """The first tasks of a crawl for one topic (a hashtag is searched as #topic#)."""
+def seed_tasks(
+    topic: str, start: datetime | None, end: datetime | None, sources: Iterable[str], hashtag: bool = True
+) -> list[Task]:
+    """The first tasks of a crawl for one topic: a hashtag is searched as #topic#, a plain keyword as is."""
     tasks = []
     if "search" in sources:
         if start is None or end is None:
             raise ValueError("searching needs a time range: set start and end")
-        tasks.append(search_task(topic, start, end, None, None, page=1, level="range"))
+        tasks.append(search_task(topic, start, end, None, None, page=1, level="range", hashtag=hashtag))
     if "ai_search" in sources:
         tasks.append(Task("ai_search", f"{topic}|1", {"topic": topic, "page": 1}))
     return tasks
 
 
 def search_task(
-    topic: str, start: datetime, end: datetime, province: int | None, city: int | None, page: int, level: str
+    topic: str, start: datetime, end: datetime, province: int | None, city: int | None, page: int, level: str,
+    hashtag: bool = True,
 ) -> Task:
     region = f"{province}:{city}" if province is not None else "all"
     span = f"{_hour(start)}:{_hour(end)}"
     params = {"topic": topic, "start": start.isoformat(), "end": end.isoformat(), "province": province,
-              "city": city, "page": page, "level": level}
-    return Task("search", f"{topic}|{span}|{region}|{page}", params)
+              "city": city, "page": page, "level": level, "hashtag": hashtag}
+    # A keyword search is another query than the hashtag of the same word; hashtags keep the older keys.
+    return Task("search", f"{topic}|{span}|{region}|{page}" + ("" if hashtag else "|keyword"), params)
 
 
 def request_for(task: Task, endpoints: Endpoints, now: datetime) -> tuple[str, dict[str, str]]:
     """(url, headers without the cookie) for a task."""
     p = task.params
     if task.kind == "search":
+        query = f"#{p['topic']}#" if p.get("hashtag", True) else p["topic"]
         url = (
-            f"{endpoints.search}/weibo?q={quote('#' + p['topic'] + '#')}&scope=ori&suball=1"
+            f"{endpoints.search}/weibo?q={quote(query)}&scope=ori&suball=1"
             f"&timescope=custom:{_hour(_dt(p['start']))}:{_hour(_dt(p['end']))}"
         )
         if p["province"] is not None:
@@ -141,7 +146,8 @@ def _search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits)
     result.add("posts", posts)
     if page.next_url and p["page"] < MAX_SEARCH_PAGES:
         start, end = _dt(p["start"]), _dt(p["end"])
-        result.children.append(search_task(p["topic"], start, end, p["province"], p["city"], p["page"] + 1, p["level"]))
+        result.children.append(search_task(p["topic"], start, end, p["province"], p["city"], p["page"] + 1, p["level"],
+                                           hashtag=p.get("hashtag", True)))
     result.children.extend(_follow_posts(posts, limits))
     return result
 
@@ -151,15 +157,19 @@ def _split(p: dict[str, Any]) -> list[Task]:
 
     A slice only ever yields strictly smaller slices, so splitting always ends (at one city-hour).
     """
-    topic, start, end, level = p["topic"], _dt(p["start"]), _dt(p["end"]), p["level"]
+    start, end, level = _dt(p["start"]), _dt(p["end"]), p["level"]
+
+    def first_page(a: datetime, b: datetime, province: int | None, city: int | None, finer: str) -> Task:
+        return search_task(p["topic"], a, b, province, city, 1, finer, hashtag=p.get("hashtag", True))
+
     if level == "range" and end - start > timedelta(days=1):
-        return [search_task(topic, a, b, None, None, 1, "day") for a, b in _cuts(start, end, timedelta(days=1))]
+        return [first_page(a, b, None, None, "day") for a, b in _cuts(start, end, timedelta(days=1))]
     if level in ("range", "day") and end - start > timedelta(hours=1):
-        return [search_task(topic, a, b, None, None, 1, "hour") for a, b in _cuts(start, end, timedelta(hours=1))]
+        return [first_page(a, b, None, None, "hour") for a, b in _cuts(start, end, timedelta(hours=1))]
     if level in ("range", "day", "hour"):
-        return [search_task(topic, start, end, code, None, 1, "province") for code in PROVINCES]
+        return [first_page(start, end, code, None, "province") for code in PROVINCES]
     if level == "province":
-        return [search_task(topic, start, end, p["province"], city, 1, "city") for city in city_codes(p["province"])]
+        return [first_page(start, end, p["province"], city, "city") for city in city_codes(p["province"])]
     return []
 
 

@@ -3,7 +3,8 @@
     GET /weibo?q=<kw>&scope=ori&suball=1&timescope=custom:<YYYY-MM-DD-H>:<YYYY-MM-DD-H>
               [&region=custom:<prov>:<city|1000>][&page=N]
                                                  search (s.weibo.com), HTML; time range [start, end) in Beijing
-                                                 hours; '#x#' finds posts with that hashtag, other text substrings
+                                                 hours; '#x#' finds posts with that hashtag, a plain keyword the
+                                                 posts whose text contains it (a topic's name: its posts)
     GET /api/container/getIndex?containerid=100505<uid> | 230283<uid>_-_INFO | 107603<uid> | 230413<uid>
               [&page=N | &since_id=MID]          profile, details, timeline (m.weibo.cn), JSON
     GET /detail/<mid>, GET /statuses/extend?id=<mid>   long text (m.weibo.cn)
@@ -377,7 +378,8 @@ class WeiboSimulator:
     async def _search(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "")
         mids = self._search_matches(query, request.query.get("timescope"), request.query.get("region"))
-        highlight = query[1:-1] if len(query) > 2 and query.startswith("#") and query.endswith("#") else None
+        # Weibo marks the query in the results: a hashtag's name, or a plain keyword where it is a hashtag.
+        highlight = query[1:-1] if len(query) > 2 and query.startswith("#") and query.endswith("#") else query or None
         html = render.search_page_html(self.corpus, mids, _int(request.query.get("page"), 1),
                                        list(request.query.items()), self.now(), self.config.search_layout, highlight)
         return self._html(html)

@@ -83,6 +83,46 @@ def test_rate_limit_holds_and_spreads_under_concurrent_acquirers(make_pool: Make
     assert sum(in_window.values()) >= 0.9 * cookies * rate * window_s
 
 
+def test_two_crawls_sharing_a_cookie_on_redis_share_its_rate(redis_url: str) -> None:
+    """Weibo limits a cookie, not a crawl: two crawls (two crawl ids, as `socialalign crawl` names them)
+    that use the same cookie through the same Redis must together keep to its rate."""
+    from pydantic import SecretStr
+
+    from cluster.stage_configs import CrawlConfig
+    from crawl_actors.cookies import DEFAULT_NAME
+    from crawl_actors.job import _namespace, cookie_pool
+
+    assert CrawlConfig().cookie_namespace == DEFAULT_NAME
+    rate, burst, window_s = 10.0, 2, 2.0
+    value = f"SUB=_{SECRET}{uuid.uuid4().hex}"
+    shared = f"test-cookies-{uuid.uuid4().hex[:8]}"  # stands for DEFAULT_NAME, fresh for this test
+    configs = [CrawlConfig(crawl_id=f"crawl-{i}-{uuid.uuid4().hex[:6]}", cookie_namespace=shared,
+                           cookies=SecretStr(value), rates={"mobile": {"rate": rate, "burst": burst}}, max_pause_s=5)
+               for i in range(2)]
+
+    async def hammer() -> tuple[list[int], float]:
+        pools = [cookie_pool(config, CookieJar([value]), redis_url, _namespace(config, config.output_dir))
+                 for config in configs]
+        granted = [0, 0]
+        start = time.monotonic()
+
+        async def acquirer(which: int) -> None:
+            while time.monotonic() < start + window_s:
+                await pools[which].acquire_wait("mobile")
+                granted[which] += 1
+
+        await asyncio.gather(*(acquirer(i % 2) for i in range(16)))
+        elapsed = time.monotonic() - start
+        for pool in pools:
+            await pool.aclose()
+        return granted, elapsed
+
+    granted, elapsed = asyncio.run(hammer())
+    assert min(granted) > 0, "one crawl got nothing"
+    assert sum(granted) <= burst + rate * elapsed, f"two crawls together got {granted} in {elapsed:.2f}s"
+    assert sum(granted) >= 0.8 * rate * window_s
+
+
 def test_throttle_cools_down_on_every_host_with_exponential_backoff(make_pool: MakePool) -> None:
     settings = PoolSettings(rates=FAST, backoff_base_s=0.2, backoff_factor=2, backoff_max_s=0.5, max_pause_s=2)
     a, b = IDS[:2]

@@ -139,6 +139,21 @@ def test_search_round_trip_for_every_small_topic(sim, truth, cookie) -> None:
         assert [parsers.parse_region(reply.body, reply.url) for reply in regions] == [row["region"] for row in expected]
 
 
+def test_a_plain_keyword_search_finds_the_posts_whose_text_holds_it(sim, truth, cookie) -> None:
+    topic = next(topic for topic in sim.topics() if not topic.hot)
+    keyword_url = f"{sim.base_url}/weibo?q={quote(topic.name)}&scope=ori&suball=1&timescope={topic.timescope}"
+    by_keyword, by_hashtag = crawl_searches([keyword_url, search_url(sim, topic.name, topic.timescope)], cookie)
+    expected = truth_without_query(row for row in truth["posts"] if row["query"] == topic.name)
+    assert posts_of(by_keyword) == posts_of(by_hashtag) == expected  # a topic's name is in its posts only
+    assert '<em class="s-color-red">' in fetch([keyword_url], cookie)[0].body  # the query is marked
+    word = next(text for text in expected[0]["text"].split("#") if text.strip()).strip()[:4]  # its own words
+    (pages,) = crawl_searches([keyword_url.replace(quote(topic.name), quote(word))], cookie)
+    found = posts_of(pages)
+    assert found and all(word in post["text"] for post in found)
+    empty = fetch([keyword_url.replace(quote(topic.name), quote("没有这个词的帖子"))], cookie)[0]
+    assert parsers.parse_search_page(empty.body, empty.url, empty.served_at).empty
+
+
 def test_search_round_trip_2020_layout_and_this_years_dates() -> None:
     probe = WeiboSimulator(SimulatorConfig(seed=3, **SMALL))
     last = probe.topics()[-1]
