@@ -101,9 +101,10 @@ class SearchPage:
 class TimelinePage:
     posts: list[dict[str, Any]]
     since_id: str | None
-    end: bool
+    end: bool  # this page has no posts: the list ended before it
     needs_long_text: list[str]
     errors: list[ParseError] = field(default_factory=list)
+    last: bool = False  # no page follows this one (cardlistInfo without a since_id)
 
 
 @dataclass
@@ -627,8 +628,12 @@ def parse_timeline(body: str | bytes | dict, url: str, now: datetime) -> Timelin
     payload = _require_ok(data, url)
     cards = [inner for card in payload.get("cards") or [] for inner in [card, *(card.get("card_group") or [])]]
     mblogs = [card["mblog"] for card in cards if card.get("card_type") == 9 and isinstance(card.get("mblog"), dict)]
-    since_id = (payload.get("cardlistInfo") or {}).get("since_id")
-    page = TimelinePage(posts=[], since_id=str(since_id) if since_id else None, end=not mblogs, needs_long_text=[])
+    info = payload.get("cardlistInfo")
+    since_id = info.get("since_id") if isinstance(info, dict) else None
+    # Weibo names the next page's first post in since_id while more follow; a list info without it
+    # means this is the last page. Without any list info, nothing is known: keep paging until empty.
+    page = TimelinePage(posts=[], since_id=str(since_id) if since_id else None, end=not mblogs, needs_long_text=[],
+                        last=isinstance(info, dict) and not since_id)
     for mblog in mblogs:
         try:
             row = _history_row(mblog, now)

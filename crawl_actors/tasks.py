@@ -256,7 +256,7 @@ def _timeline(task: Task, body: str, url: str, now: datetime, limits: CrawlLimit
             Task("long_text", mid, {"mid": mid, "uid": p["uid"]}) for mid in page.needs_long_text if mid in wanted
         )
     total = p["kept"] + len(kept)
-    more = not page.end and not reached_old and total < limits.max_posts_per_user
+    more = not page.end and not page.last and not reached_old and total < limits.max_posts_per_user
     if more and p["page"] < limits.max_pages_per_user:
         next_params = {"uid": p["uid"], "page": p["page"] + 1, "kept": total}
         result.children.append(Task("timeline", f"{p['uid']}|{p['page'] + 1}", next_params))

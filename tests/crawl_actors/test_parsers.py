@@ -74,7 +74,7 @@ def test_profile_fixture() -> None:
 def test_timeline_fixture() -> None:
     page = parsers.parse_timeline(fixture("m_weibo_cn_getIndex_107603_timeline_page.json"), "u", SAVED_2021)
     posts = {post["mid"]: post for post in page.posts}
-    assert len(page.posts) == 10 and not page.errors and not page.end
+    assert len(page.posts) == 10 and not page.errors and not page.end and not page.last
     assert page.since_id == "4646131823281332"
     assert page.needs_long_text == ["4645748019299849", "4649031014551911", "4647212359090479",
                                     "4646569834450357", "4646502071534367", "4646192191903210"]
@@ -291,6 +291,16 @@ def test_details_region_and_ai_search() -> None:
     page = parsers.parse_ai_search(json.dumps(ai, ensure_ascii=False), "u")
     cited = [{"mid": "55", "user_id": "1", "screen_name": "小明", "text": "好 的"}]
     assert page == parsers.AiSearchPage("新闻 摘要", cited, True)
+
+
+def test_a_timeline_page_without_a_since_id_is_the_last() -> None:
+    data = json.loads(fixture("m_weibo_cn_getIndex_107603_timeline_page.json"))
+    del data["data"]["cardlistInfo"]["since_id"]
+    page = parsers.parse_timeline(data, "u", SAVED_2021)
+    assert page.last and not page.end and len(page.posts) == 10
+    del data["data"]["cardlistInfo"]
+    unknown = parsers.parse_timeline(data, "u", SAVED_2021)
+    assert not unknown.last and not unknown.end  # no list info at all: the crawler pages on until empty
 
 
 def test_timeline_broken_mblog_is_reported_not_fatal() -> None:

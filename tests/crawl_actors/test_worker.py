@@ -226,3 +226,15 @@ def test_served_time_falls_back_to_the_local_clock() -> None:
     assert served_time("Wed, 01 May 2024 12:00:00 +0800") == datetime(2024, 5, 1, 4, tzinfo=timezone.utc)
     for missing in (None, "", "yesterday"):
         assert abs((served_time(missing) - datetime.now(timezone.utc)).total_seconds()) < 5
+
+
+def test_timeline_paging_stops_after_a_page_without_since_id(weibo, tmp_path: Path) -> None:
+    server, url = weibo
+    first = timeline(mblog("8", "81", "Wed Jun 16 20:07:07 +0800 2021"))
+    first["data"]["cardlistInfo"]["since_id"] = 82
+    server.on("1076038", (200, first))
+    server.on("1076038&page=2", (200, timeline(mblog("8", "82", "Wed Jun 16 20:00:00 +0800 2021"))))
+    crawl_users(url, tmp_path, ["8"])
+
+    assert sorted(row["mid"] for row in read_table(tmp_path, "history").to_pylist()) == ["81", "82"]
+    assert (server.served["1076038"], server.served["1076038&page=2"], server.served["1076038&page=3"]) == (1, 1, 0)
