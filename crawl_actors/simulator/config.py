@@ -14,10 +14,10 @@ LAYOUTS = ("current", "2020")
 class RateLimit:
     """A token bucket per cookie and host class: `rate` requests/s on average, `burst` at once.
 
-    The simulator's bucket holds burst + max(1, rate x jitter_s) tokens: slack for network and
-    server-side queueing jitter (a request granted on time may arrive late, then land right behind
-    the next one), so a client that keeps to (rate, burst) is never counted as a violator, while
-    one that exceeds the rate for longer than jitter_s is.
+    The simulator's bucket holds burst + rate x jitter_s tokens: jitter_s seconds of slack for network
+    and server-side queueing jitter (a request granted on time may arrive late, then land right
+    behind the next one), so a client that keeps to (rate, burst) is never counted as a violator,
+    while one that sends even a fraction of a token more than that is.
     """
 
     rate: float

@@ -17,8 +17,8 @@ Every content request passes a gate, in this order (none of it applies to /visit
 1. a bot User-Agent (missing, python-requests, aiohttp, curl, ...) -> 432 with an HTML body;
 2. the cookie (its SUB value names it): unknown or missing -> search 302 to the visitor page, others
    432; expired -> search 302 to the visitor page, others 200 `{"ok":-100,"url":"...passport..."}`;
-3. a token bucket per cookie and host class (search, mobile, ajax, ai) holding burst + 1 tokens:
-   a request that finds it empty is a violation, answered 418, or 414 when the cookie sent more than
+3. a token bucket per cookie and host class (search, mobile, ajax, ai) holding burst + rate x jitter_s
+   tokens: a request that finds it empty is a violation, answered 418, or 414 when the cookie sent more than
    `flood_rps` requests in the last second;
 4. fault injection (seeded, drawn per request, never a violation): malformed HTML/JSON (the body cut
    to 60%), 500/502/503, slow (delayed, then correct), truncated (Content-Length of the whole body,
@@ -176,7 +176,7 @@ class _Gatekeeper:
             recent.append(now)
             while recent and recent[0] < now - 1.0:
                 recent.popleft()
-            slack = max(1.0, limit.rate * self.config.jitter_s)
+            slack = limit.rate * self.config.jitter_s  # jitter_s seconds' worth of tokens, a fraction at low rates
             bucket = self.buckets.setdefault((key, kind), _Bucket(limit.rate, limit.burst + slack, now))
             if bucket.take(now):
                 return None
