@@ -5,9 +5,12 @@ cookies), and the simulator must never count a rate-limit violation."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import uuid
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +19,19 @@ from pydantic import SecretStr
 
 from cluster.schemas import CRAWL_TABLES, PRIMARY_KEYS
 from cluster.stage_configs import CrawlConfig, RayConfig
+from crawl_actors.cookies import cookie_id
 from crawl_actors.export import main as export_main
-from crawl_actors.frontier import FrontierState
-from crawl_actors.job import crawl
+from crawl_actors.frontier import FrontierState, RedisFrontier
+from crawl_actors.job import _namespace, crawl
 from crawl_actors.output import read_table
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator
 from crawl_actors.tasks import BEIJING
 
 RATES = {"search": RateLimit(40, 2), "mobile": RateLimit(60, 4), "ajax": RateLimit(60, 4), "ai": RateLimit(40, 2)}
 COMPARED = ("topics", "posts", "users", "history")
+# Cookie state in Redis is keyed by cookie id, shared by every crawl; the simulator's cookies repeat
+# from one run to the next (seeded), so this suite keeps them apart from any other run on the same Redis.
+COOKIE_NAMESPACE = f"test:cookies:{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +65,13 @@ def crawl_config(sim: WeiboSimulator, output_dir: Path, cookies: list[str], redi
     start = min(t.start for t in topics).astimezone(BEIJING)
     end = max(t.end for t in topics).astimezone(BEIJING)
     values: dict[str, Any] = dict(
-        keywords=[t.name for t in topics],
+        # Both forms: the hot topic (sliced down to cities) as a plain keyword, the others as hashtags.
+        keywords=[t.name if t.hot else t.query for t in topics],
         start=f"{start:%Y-%m-%d}-{start.hour}",
         end=f"{end:%Y-%m-%d}-{end.hour}",
         cookies=SecretStr("\n".join(cookies)),
         redis_url=SecretStr(redis_url) if redis_url else None,
+        cookie_namespace=COOKIE_NAMESPACE,
         endpoints={host: sim.base_url for host in ("search", "mobile", "ajax", "ai")},
         rates={host: {"rate": limit.rate, "burst": limit.burst} for host, limit in RATES.items()},
         cooldown_s=0.2,
@@ -118,10 +127,10 @@ def test_a_full_crawl_reproduces_the_ground_truth(simulator, no_violations, back
     assert read_table(tmp_path / "crawl", "topics").column("news").null_count == 0  # AI search brought the news
 
 
-def test_faults_cost_retries_not_data(simulator, no_violations, tmp_path: Path, ray_local) -> None:
+def test_faults_cost_retries_not_data(simulator, no_violations, backend, tmp_path: Path) -> None:
     simulator.set_faults(0.05, delay_s=0.5)
     try:
-        config = crawl_config(simulator, tmp_path / "crawl", simulator.new_cookies(4))
+        config = crawl_config(simulator, tmp_path / "crawl", simulator.new_cookies(4), backend)
         summary = crawl(config, progress=False)
     finally:
         simulator.set_faults(0.0)
@@ -176,8 +185,6 @@ def test_a_killed_crawl_actor_restarts_and_nothing_is_lost(simulator, no_violati
     start = requests_so_far(simulator)
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 150)
-    from crawl_actors.job import _namespace
-
     victim = ray.get_actor(f"{_namespace(config, (tmp_path / 'crawl').resolve())}:crawler-0")
     first_pid = ray.get(victim.report.remote())["pid"]
     ray.kill(victim, no_restart=False)
@@ -188,16 +195,29 @@ def test_a_killed_crawl_actor_restarts_and_nothing_is_lost(simulator, no_violati
     assert_equals_ground_truth(simulator, tmp_path / "crawl")
 
 
-def test_an_interrupted_crawl_resumes_without_refetching(simulator, no_violations, tmp_path: Path, ray_local) -> None:
+def frontier_counts(config: CrawlConfig, output: Path):
+    """The crawl's frontier as it is now, read from its journal (Ray actor backend) or from Redis."""
+    if config.redis_url is None:
+        return FrontierState(output.resolve() / "_frontier" / "journal.jsonl").counts()
+    frontier = RedisFrontier(config.redis_url.get_secret_value(), _namespace(config, output.resolve()))
+
+    async def counts():
+        try:
+            return await frontier.counts()
+        finally:
+            await frontier.close()
+
+    return asyncio.run(counts())
+
+
+def test_an_interrupted_crawl_resumes_without_refetching(simulator, no_violations, backend, tmp_path: Path) -> None:
     import ray
 
     output = tmp_path / "crawl"
-    config = crawl_config(simulator, output, simulator.new_cookies(4))
+    config = crawl_config(simulator, output, simulator.new_cookies(4), backend)
     start = requests_so_far(simulator)
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 200)
-    from crawl_actors.job import _namespace
-
     for i in range(config.num_actors):
         ray.get_actor(f"{_namespace(config, output.resolve())}:crawler-{i}").stop.remote("test interrupt")
     thread.join(timeout=300)
@@ -205,14 +225,14 @@ def test_an_interrupted_crawl_resumes_without_refetching(simulator, no_violation
     assert first.stop_reason == "test interrupt"
     kept = {name: len(table_rows(output, name)) for name in COMPARED}
     assert kept["history"] > 0  # what the first run collected is on disk
-    journal = FrontierState(output.resolve() / "_frontier" / "journal.jsonl").counts()
+    journal = frontier_counts(config, output)
     assert 0 < journal.done < journal.seen
 
     before_second = requests_so_far(simulator)
     second = crawl(config, progress=False)
     assert second.stop_reason is None
     assert_equals_ground_truth(simulator, output)
-    final = FrontierState(output.resolve() / "_frontier" / "journal.jsonl").counts()
+    final = frontier_counts(config, output)
     refetch_allowance = config.num_actors * config.concurrency_per_actor  # tasks in flight at the stop
     assert requests_so_far(simulator) - before_second <= final.seen - journal.done + refetch_allowance
 
@@ -227,10 +247,11 @@ def test_an_expired_cookie_is_taken_out_and_the_others_finish(simulator, no_viol
     assert 0 < len(blocked) <= 4  # one per host class at most: the pool takes the cookie out at once
 
 
-def test_all_cookies_banned_stops_cleanly_and_a_new_cookie_resumes(simulator, no_violations, tmp_path: Path, ray_local) -> None:
+def test_all_cookies_banned_stops_cleanly_and_a_new_cookie_resumes(simulator, no_violations, backend,
+                                                                   tmp_path: Path) -> None:
     output = tmp_path / "crawl"
     cookies = simulator.new_cookies(2)
-    config = crawl_config(simulator, output, cookies)
+    config = crawl_config(simulator, output, cookies, backend)
     start = requests_so_far(simulator)
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 150)
@@ -241,7 +262,7 @@ def test_all_cookies_banned_stops_cleanly_and_a_new_cookie_resumes(simulator, no
     assert summary.stop_reason is not None and "cookie" in summary.stop_reason
     assert sum(len(table_rows(output, name)) for name in COMPARED) > 0  # data intact, tables merged
 
-    fresh = crawl_config(simulator, output, simulator.new_cookies(2))
+    fresh = crawl_config(simulator, output, simulator.new_cookies(2), backend)
     assert crawl(fresh, progress=False).stop_reason is None
     assert_equals_ground_truth(simulator, output)
 
@@ -283,3 +304,109 @@ def test_users_can_be_crawled_directly(simulator, no_violations, tmp_path: Path,
     key = lambda row: (row["user_id"], row["mid"])  # noqa: E731
     assert sorted(got, key=key) == sorted(want, key=key)
     assert table_rows(tmp_path / "crawl", "posts") == []
+
+
+def history_by_user(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda row: (row["user_id"], row["mid"])):
+        by_user.setdefault(row["user_id"], []).append(row)
+    return by_user
+
+
+@pytest.mark.parametrize("limit", ["posts", "pages", "days"])
+def test_per_user_limits_keep_what_the_ground_truth_keeps(simulator, no_violations, tmp_path: Path, ray_local,
+                                                          limit: str) -> None:
+    """max_posts_per_user, max_pages_per_user and history_days, each small enough to cut the longest
+    timelines, against the simulator's ground truth under the same limits."""
+    full = history_by_user(truth_rows(simulator, "history"))
+    users = sorted(full, key=lambda uid: (-len(full[uid]), uid))[:4]  # the longest timelines
+    posts, pages, days = {"posts": (12, 40, None), "pages": (200, 2, None)}.get(limit, (12, 40, None))
+    if limit == "days":  # a cut that leaves these users a few posts each (whole days back from now)
+        created = sorted((row["created_at"] for uid in users for row in full[uid] if not row["is_pinned"]),
+                         reverse=True)
+        days = (datetime.now(timezone.utc) - created[6 * len(users)]).days
+    config = crawl_config(simulator, tmp_path / "crawl", simulator.new_cookies(2), keywords=[], user_ids=users,
+                          max_posts_per_user=posts, max_pages_per_user=pages, history_days=days,
+                          fetch_long_text=True)
+    began = datetime.now(timezone.utc)
+    assert crawl(config, progress=False).stop_reason is None
+    ended = datetime.now(timezone.utc)
+
+    def truth(since: datetime | None) -> dict[str, list[dict[str, Any]]]:
+        fields = [f for f in CRAWL_TABLES["history"].names if f != "crawled_at"]
+        rows = simulator.ground_truth(max_posts_per_user=posts, max_pages_per_user=pages, since=since)["history"]
+        return history_by_user([{f: row.get(f) for f in fields} for row in rows if row["user_id"] in users])
+
+    got = history_by_user(table_rows(tmp_path / "crawl", "history"))
+    if days is None:
+        assert got == truth(None)
+    else:  # the crawl took `now` somewhere between these two moments
+        assert got in (truth(began - timedelta(days=days)), truth(ended - timedelta(days=days)))
+    kept = {uid: len(got.get(uid, [])) for uid in users}
+    cut = {"posts": 12, "pages": 20}.get(limit)
+    if cut is not None:
+        assert all(kept[uid] == min(cut, len(full[uid])) for uid in users) and any(len(full[uid]) > cut for uid in users)
+    else:
+        assert any(0 < kept[uid] < min(12, len(full[uid])) for uid in users), kept  # some cut by age, not count
+
+
+def everything_in_redis(url: str) -> str:
+    """Every key and value in the Redis, as text."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    read = {"string": client.get, "hash": client.hgetall, "set": client.smembers,
+            "list": lambda key: client.lrange(key, 0, -1), "zset": lambda key: client.zrange(key, 0, -1)}
+    try:
+        return repr({key: read[client.type(key)](key) for key in client.scan_iter("*")})
+    finally:
+        client.close()
+
+
+def test_no_cookie_value_reaches_tables_journals_or_logs(simulator, no_violations, backend, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture, capfd) -> None:
+    """After a crawl with faults and an expired cookie, no cookie value (nor its SUB token) is in any
+    file the crawl wrote (Parquet read back, and raw bytes), the frontier journal or Redis, Ray's
+    logs, or this process's logs and output."""
+    import logging
+
+    import pyarrow.parquet as pq
+    import ray
+
+    caplog.set_level(logging.DEBUG)
+    output = tmp_path / "crawl"
+    cookies = simulator.new_cookies(3)
+    simulator.expire_cookie(cookies[0])
+    simulator.set_faults(0.05, delay_s=0.5)
+    try:
+        summary = crawl(crawl_config(simulator, output, cookies, backend), progress=False)
+    finally:
+        simulator.set_faults(0.0)
+    assert summary.stop_reason is None
+    errors = read_table(output, "errors").to_pylist()
+    assert any(e["kind"] == "blocked" for e in errors) and any(e["kind"] != "blocked" for e in errors)
+
+    secrets = [value for cookie in cookies for value in (cookie, cookie.split(";")[0].split("=", 1)[1])]
+    places: dict[str, str] = {}
+    files = [path for path in output.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".parquet" for path in files)
+    if backend is None:
+        assert (output / "_frontier" / "journal.jsonl") in files
+    for path in files:
+        places[str(path)] = path.read_bytes().decode("utf-8", "replace")
+        if path.suffix == ".parquet":  # compressed pages hide strings from a byte search: read them back
+            places[f"{path} (rows)"] = repr(pq.read_table(path).to_pylist())
+    if backend is not None:
+        places["redis"] = everything_in_redis(backend)
+    logs_dir = Path(ray._private.worker._global_node.get_logs_dir_path())
+    for path in logs_dir.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_bytes().decode("utf-8", "replace")
+    out, err = capfd.readouterr()
+    places["stdout"], places["stderr"], places["log records"] = out, err, caplog.text
+    leaks = [(where, secret[:12]) for where, text in places.items() for secret in secrets if secret in text]
+    assert not leaks, f"cookie values found in {[where for where, _ in leaks]}"
+    # The search reached where the crawl logs: the expired cookie's warning names it, by its id only.
+    expired_id = cookie_id(cookies[0])
+    assert any(expired_id in text for where, text in places.items() if where in ("stderr", "log records")
+               or where.startswith(str(logs_dir))), "the cookie pool's warnings were not found in any log searched"
