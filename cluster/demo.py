@@ -12,9 +12,11 @@ continues from its last checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
+import random
 import shutil
 import socket
 import time
@@ -79,9 +81,9 @@ def run(config: DemoConfig) -> int:
         _dataset(config, out, held_out, summary)
         _base_model(config, size, out, summary)
         adapter = _train(config, size, out, summary)
-        _serve_and_predict(config, out, adapter, summary)
+        _serve_and_predict(config, out, adapter, summary, started_here=info.started_here)
         _evaluate(config, out, summary)
-    _print_summary(out, summary, time.monotonic() - began)
+    _print_summary(out, summary, adapter, time.monotonic() - began)
     return 0
 
 
@@ -157,7 +159,7 @@ def _base_model(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSumm
     from pac_lora.tiny import build_tiny_checkpoint, pretrain_tiny_lm
 
     directory, marker = out / "model", out / "model" / "pretrained.json"
-    wanted = {"hidden": size.hidden, "steps": size.pretrain_steps, "recipe": 3}
+    wanted = {"hidden": size.hidden, "steps": size.pretrain_steps, "recipe": 4}
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == wanted:
         losses = json.loads(marker.read_text())["loss"]
         summary.stage("base model", f"reused {directory} (pretrained, loss {losses[0]:.2f} -> {losses[1]:.2f})")
@@ -170,12 +172,16 @@ def _base_model(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSumm
     build_tiny_checkpoint(directory, hidden_size=size.hidden, num_layers=2, num_heads=4, num_kv_heads=2,
                           intermediate_size=size.hidden * 2, texts=posts + [r["instruction"] for r in train_rows],
                           vocab_size=4000, seed=0)
-    # The posts teach the language; the training prompts (chat-formatted, without their answers) the
-    # template and long positions. The answers are left to PAC-LoRA, so the zero-shot base stays a baseline.
+    # The posts teach the language; the training prompts the template and long positions. Each prompt
+    # is answered by a random post of the corpus, never its own answer: the base model learns that a
+    # post follows the prompt (as an instruct model knows), and the personal answer is left to
+    # PAC-LoRA, so the zero-shot base stays a fair baseline.
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    pick = random.Random(0)
     conversations = [tokenizer.apply_chat_template(
-        [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": r["instruction"]}],
-        tokenize=False, add_generation_prompt=True) for r in train_rows]
+        [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": r["instruction"]},
+         {"role": "assistant", "content": pick.choice(posts)}], tokenize=False).rstrip().removesuffix("<|im_end|>")
+        for r in train_rows]  # pretraining ends every text with the end-of-turn token itself
     first, last = pretrain_tiny_lm(directory, posts + conversations, steps=size.pretrain_steps, batch_size=8,
                                    seq_len=512, progress=True)
     marker.write_text(json.dumps({"settings": wanted, "loss": [first, last]}))
@@ -199,17 +205,26 @@ def _train(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSummary) 
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
     summary.stage("train", f"ok: PAC-LoRA, {result.steps} steps, {result.tokens} tokens, loss "
                            f"{_number(result.first_loss)} -> {_number(result.final_loss)} in {result.seconds:.1f}s"
-                           f"{resumed}; adapter {result.adapter_dir}")
+                           f"{resumed}; adapter {_show(result.adapter_dir)}")
     return result.adapter_dir
 
 
-def _serve_and_predict(config: DemoConfig, out: Path, adapter: Path, summary: DemoSummary) -> None:
+def _serve_and_predict(config: DemoConfig, out: Path, adapter: Path, summary: DemoSummary,
+                       started_here: bool) -> None:
     from ray import serve
 
     from cluster.stage_configs import PredictConfig, ServeConfig
     from serve.app import deploy
     from serve.predict import run as predict
 
+    predictions, marker = out / "predictions", out / "predictions" / "_SUCCESS.json"
+    fingerprint = _fingerprint(adapter, out / "dataset" / "sft" / "test")
+    if not config.keep_serving and marker.is_file() and json.loads(marker.read_text())["fingerprint"] == fingerprint:
+        last = json.loads(marker.read_text())
+        summary.figures["throughput"] = last["throughput"]
+        summary.stage("serve", f"reused the predictions in {_show(predictions)} (made by this adapter, "
+                               f"{last['throughput']:.1f} posts/s); held-out topic crowd: {last['macro']}")
+        return
     port = config.port or _free_port()
     serve_config = ServeConfig(
         ray=config.ray, base_model=str(out / "model"), adapters={ADAPTER_ID: str(adapter)}, default_model=ADAPTER_ID,
@@ -218,7 +233,6 @@ def _serve_and_predict(config: DemoConfig, out: Path, adapter: Path, summary: De
     )
     url = deploy(serve_config)
     try:
-        predictions = out / "predictions"
         began = time.monotonic()
         for method, model in ((ADAPTER_ID, ADAPTER_ID), ("zero-shot", serve_config.base_model_id)):
             predict(PredictConfig(ray=config.ray, test_path=out / "dataset" / "sft" / "test", endpoint=url,
@@ -228,13 +242,27 @@ def _serve_and_predict(config: DemoConfig, out: Path, adapter: Path, summary: De
         served = summary.rows.get("sft/test", 0) * 2
         summary.figures["throughput"] = served / seconds if seconds else 0.0
         macro = _macro(url, out)
+        marker.write_text(json.dumps({"fingerprint": fingerprint, "throughput": summary.figures["throughput"],
+                                      "macro": macro}, ensure_ascii=False))
         summary.stage("serve", f"ok: {url} served {served} predictions (PAC-LoRA and zero-shot) at "
                                f"{summary.figures['throughput']:.1f} posts/s; held-out topic crowd: {macro}")
         if config.keep_serving:
             _keep_serving(url)
     finally:
         serve.delete(serve_config.app_name)
-        serve.shutdown()
+        if started_here:  # a cluster we only joined keeps its other Serve applications
+            serve.shutdown()
+
+
+def _fingerprint(adapter: Path, test_split: Path) -> str:
+    """What the predictions depend on: the adapter's bytes (a finished training run exports the same
+    adapter again on a rerun) and the test split's files."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in adapter.rglob("*") if p.is_file()):
+        digest.update(path.name.encode() + path.read_bytes())
+    for path in sorted(p for p in test_split.rglob("*") if p.is_file()):
+        digest.update(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def _macro(url: str, out: Path) -> str:
@@ -262,25 +290,39 @@ def _evaluate(config: DemoConfig, out: Path, summary: DemoSummary) -> None:
 
     report_dir = out / "report"
     predictions = [out / "predictions" / f"{method}.parquet" for method in (ADAPTER_ID, "zero-shot")]
-    if run(EvaluateConfig(ray=config.ray, predictions=predictions, output_dir=report_dir)) != 0:
+    reused = (report_dir / "summary.parquet").is_file() and (
+        (report_dir / "summary.parquet").stat().st_mtime_ns > max(p.stat().st_mtime_ns for p in predictions))
+    if not reused and run(EvaluateConfig(ray=config.ray, predictions=predictions, output_dir=report_dir)) != 0:
         raise RuntimeError("evaluate failed")
     methods = {row["method"]: row for row in pq.read_table(report_dir / "summary.parquet").to_pylist()}
     summary.figures["js"] = {method: row["js"] for method, row in methods.items()}
     pac, zero = methods[ADAPTER_ID], methods["zero-shot"]
-    summary.stage("evaluate", f"ok: PAC-LoRA ROUGE-L {pac['rougeL']:.3f} (zero-shot {zero['rougeL']:.3f}), "
-                              f"macro JS {pac['js']:.3f} (zero-shot {zero['js']:.3f}); report {report_dir / 'report.md'}")
+    summary.stage("evaluate", f"{'reused' if reused else 'ok'}: PAC-LoRA ROUGE-L {pac['rougeL']:.3f} "
+                              f"(zero-shot {zero['rougeL']:.3f}), macro JS {_number(pac['js'])} "
+                              f"(zero-shot {_number(zero['js'])}); report {_show(report_dir / 'report.md')}")
 
 
-def _print_summary(out: Path, summary: DemoSummary, seconds: float) -> None:
+def _print_summary(out: Path, summary: DemoSummary, adapter: Path, seconds: float) -> None:
     first, last = summary.figures.get("loss", (None, None))
     print("\nSocialAlign demo finished in {:.0f}s".format(seconds))
     print("  rows:       " + ", ".join(f"{name} {count}" for name, count in summary.rows.items()))
     print(f"  training:   loss {_number(first)} -> {_number(last)}")
     print(f"  serving:    {summary.figures.get('throughput', 0.0):.1f} posts/s")
-    print("  macro JS:   " + ", ".join(f"{m} {v:.3f}" for m, v in summary.figures.get("js", {}).items()))
-    print(f"  tables:     {out / 'crawl'}/{{topics,posts,users,history,errors}}, {out / 'dataset' / 'sft'}")
-    print(f"  adapter:    {out / 'train' / 'demo' / 'adapter'}")
-    print(f"  report:     {out / 'report' / 'report.md'}")
+    print("  macro JS:   " + ", ".join(f"{m} {_number(v)}" for m, v in summary.figures.get("js", {}).items()))
+    print(f"  tables:     {_show(out / 'crawl')}/{{topics,posts,users,history,errors}}")
+    print(f"              {_show(out / 'dataset')}/{{clean/history,clean/cases,retrieval,personas,sft/train,sft/test}}")
+    print(f"              {_show(out / 'predictions')}/{{{ADAPTER_ID},zero-shot}}.parquet, "
+          f"{_show(out / 'report')}/{{scored,summary,macro}}.parquet")
+    print(f"  adapter:    {_show(adapter)}")
+    print(f"  report:     {_show(out / 'report' / 'report.md')}")
+
+
+def _show(path: Path) -> str:
+    """A path as the user typed it: relative to where they are when it lies below, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _keep_serving(url: str) -> None:

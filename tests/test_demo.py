@@ -12,14 +12,16 @@ import pytest
 from PIL import Image
 
 from cluster.parquet import read_table_dir
-from cluster.schemas import CRAWL_TABLES, PREDICTIONS, SFT
+from cluster.schemas import CASES, CLEAN_HISTORY, CRAWL_TABLES, PERSONAS, PREDICTIONS, RETRIEVAL, SFT
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("demo") / "out"
+# The demo runs as a subprocess, longer than the suite's per-test limit; it bounds itself.
+pytestmark = pytest.mark.timeout(1000)
+
+
+def run_demo(out: Path) -> str:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     result = subprocess.run(
@@ -29,7 +31,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     )
     output = (result.stdout + result.stderr).replace("\r", "\n")
     assert result.returncode == 0, output[-4000:]
-    return out, result.stdout
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return out, run_demo(out)
+
+
+def printed_rows(stdout: str) -> dict[str, int]:
+    line = next(line for line in stdout.splitlines() if line.strip().startswith("rows:"))
+    pairs = (item.rsplit(" ", 1) for item in line.split(":", 1)[1].split(","))
+    return {name.strip(): int(count) for name, count in pairs}
 
 
 def test_every_stage_reports_and_the_summary_is_printed(demo) -> None:
@@ -77,3 +91,39 @@ def test_predictions_and_the_report(demo) -> None:
     for plot in plots:
         with Image.open(plot) as image:
             assert image.size == (800, 450)
+
+
+def test_the_printed_row_counts_are_the_tables_row_counts(demo) -> None:
+    out, stdout = demo
+    rows = printed_rows(stdout)
+    for name, schema in CRAWL_TABLES.items():
+        assert rows[f"crawl/{name}"] == read_table_dir(out / "crawl" / name, schema).num_rows, name
+    assert rows["dataset/clean_history"] == read_table_dir(out / "dataset" / "clean" / "history", CLEAN_HISTORY).num_rows
+    assert rows["dataset/cases"] == read_table_dir(out / "dataset" / "clean" / "cases", CASES).num_rows
+    assert rows["dataset/personas"] == read_table_dir(out / "dataset" / "personas", PERSONAS).num_rows
+    assert rows["sft/train"] == read_table_dir(out / "dataset" / "sft" / "train", SFT).num_rows
+    assert rows["sft/test"] == read_table_dir(out / "dataset" / "sft" / "test", SFT).num_rows
+    assert read_table_dir(out / "dataset" / "retrieval", RETRIEVAL).num_rows == rows["dataset/cases"]
+
+
+def test_training_lowered_the_loss(demo) -> None:
+    _, stdout = demo
+    line = next(line for line in stdout.splitlines() if line.strip().startswith("training:"))
+    first, last = (float(value) for value in line.split("loss", 1)[1].split("->"))
+    assert last < first
+
+
+def test_the_evaluation_tables_are_well_formed(demo) -> None:
+    out, _ = demo
+    summary = pq.read_table(out / "report" / "summary.parquet").to_pylist()
+    assert {row["method"] for row in summary} == {"pac-lora", "zero-shot"}
+    macro = pq.read_table(out / "report" / "macro.parquet").to_pylist()
+    assert macro and all(row["topic"] for row in macro)
+
+
+def test_a_rerun_reuses_every_finished_stage(demo) -> None:
+    out, first = demo
+    again = run_demo(out)
+    assert "[base model   ] reused" in again
+    assert "[serve        ] reused" in again and "[evaluate     ] reused" in again
+    assert printed_rows(again) == printed_rows(first)  # the crawl resumed: nothing fetched twice
