@@ -43,6 +43,7 @@ UPLOAD_EXCLUDES = (
     "data",
     "demo-out",
     "out",
+    "secrets",  # cookie files live here (README): never shipped to a cluster's job store
 )
 # The cluster's own Ray runs the job (and must be the version of pyproject's pin): never pip-installed.
 NOT_PIP_INSTALLED = ("ray",)

@@ -41,7 +41,7 @@ def test_job_runs_the_stage_module_with_the_config_relative_to_the_working_dir(t
 
 def test_outputs_and_environments_are_never_uploaded(tmp_path: Path) -> None:
     excludes = build_job(STAGES["crawl"], None, [], tmp_path).runtime_env["excludes"]
-    assert {".venv", ".git", "data", "demo-out", "out"} <= set(excludes)
+    assert {".venv", ".git", "data", "demo-out", "out", "secrets"} <= set(excludes)
 
 
 def test_without_pip_the_cluster_image_provides_the_dependencies(tmp_path: Path) -> None:
