@@ -4,14 +4,18 @@ The driver reads `<sft_path>/<split>/*.parquet` (the `cluster.schemas.SFT` table
 of the configured prompt variant and encodes them with `pac_lora.build_prompt` in Ray Data tasks
 (token ids, response-only labels, user and news spans). A row that cannot be trained on (its
 prompt alone exceeds max_length, or no response token fits) is counted and left out, never a
-crash. The encoded rows are materialised so their number can size the schedule; Ray Train then
-streams equal shards of them to the workers, where `CollateRows` pads each micro-batch.
+crash. The encoded rows are shuffled once (seeded) and materialised so their number can size the
+schedule; Ray Train then streams equal shards of them to the workers. Each worker reshuffles its
+shard every epoch (`epoch_micro_batches`, seeded by seed, epoch and rank, so a restarted worker
+replays the same order), and `CollateRows` pads each micro-batch.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,9 @@ ENCODED = pa.schema(
     ]
 )
 TRAIN_COLUMNS = [name for name in ENCODED.names if name not in ("id", "num_tokens", "skip_reason")]
+# A worker reshuffles its shard within windows of this many rows (all of it when smaller): the
+# window is all it holds in memory, and the order stays independent of Ray's block boundaries.
+SHUFFLE_WINDOW_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,46 @@ def encode_batch(
         out["prompt_length"].append(enc.prompt_length)
         out["num_tokens"].append(len(enc.input_ids))
     return pa.Table.from_pydict(out, schema=ENCODED)
+
+
+def epoch_order(rows: int, seed: int, epoch: int, rank: int, window: int = 0) -> np.ndarray:
+    """A permutation of `rows` for one window of a worker's shard in one epoch, fixed by its arguments."""
+    return np.random.default_rng([seed % 2**64, epoch, rank, window]).permutation(rows)
+
+
+def epoch_micro_batches(
+    shard: Any,
+    micro_batch_size: int,
+    collate: Callable[[dict[str, np.ndarray]], Any],
+    seed: int,
+    epoch: int,
+    rank: int,
+    skip: int = 0,
+    window_rows: int = SHUFFLE_WINDOW_ROWS,
+) -> Iterator[Any]:
+    """One epoch of this worker's shard (a Ray DataIterator), reshuffled for the epoch, as collated
+    micro-batches; the first `skip` (trained on before the checkpoint a run resumed from) are passed
+    over without collating them.
+
+    The shard arrives in the same order every epoch and after every restart (the trainer's
+    `preserve_order`); it is read in windows of whole micro-batches, so an epoch has
+    ceil(rows / micro_batch_size) micro-batches as the step plan counts, and each window is
+    permuted by `epoch_order`.
+    """
+    window_rows = max(micro_batch_size, window_rows // micro_batch_size * micro_batch_size)
+    index = 0
+    windows = shard.iter_batches(batch_size=window_rows, batch_format="numpy", prefetch_batches=1)
+    for window, columns in enumerate(windows):
+        rows = len(next(iter(columns.values())))
+        if index + math.ceil(rows / micro_batch_size) <= skip:  # a whole window already trained on
+            index += math.ceil(rows / micro_batch_size)
+            continue
+        order = epoch_order(rows, seed, epoch, rank, window)
+        for start in range(0, rows, micro_batch_size):
+            if index >= skip:
+                picked = order[start : start + micro_batch_size]
+                yield collate({name: values[picked] for name, values in columns.items()})
+            index += 1
 
 
 @functools.lru_cache(maxsize=4)

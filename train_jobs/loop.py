@@ -22,7 +22,7 @@ import torch
 from cluster.metrics import count, gauge
 from cluster.stage_configs import TrainConfig
 from train_jobs.checkpoint import load_checkpoint, save_checkpoint
-from train_jobs.data import CollateRows
+from train_jobs.data import CollateRows, epoch_micro_batches
 from train_jobs.model import Probe, build_model, model_inputs
 from train_jobs.plan import StepPlan, cosine_with_warmup, deepspeed_config
 
@@ -114,15 +114,15 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     # Loss sum, micro-batches and tokens of the current optimizer step, kept on the device so that
     # nothing waits for the accelerator until the step ends.
     running = torch.zeros(3, device=device)
-    skip = plan.position(totals.step)[1]  # micro-batches of the current epoch already trained on
+    # The epoch to train and its micro-batches already trained on before the checkpoint resumed from.
+    epoch, skip = plan.position(totals.step)
 
     while totals.step < plan.total_steps:
-        batches = shard.iter_torch_batches(batch_size=plan.micro_batch_size, collate_fn=collate, prefetch_batches=2)
+        batches = epoch_micro_batches(shard, plan.micro_batch_size, collate, config.seed, epoch, rank, skip)
         seen = 0
-        for index, batch in enumerate(batches):
+        for batch in batches:
             seen += 1
-            if index < skip:  # consumed before the checkpoint this run resumed from
-                continue
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             if probe_batch is None:
                 probe_batch = {key: value.detach().cpu() for key, value in batch.items()}
             loss = engine(**model_inputs(config.method, batch)).loss
@@ -156,7 +156,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 break
         if seen == 0:
             raise RuntimeError(f"worker {rank}: its data shard is empty")
-        skip = 0
+        epoch, skip = epoch + 1, 0
     if bar is not None:
         bar.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -13,7 +14,7 @@ from cluster.config import ConfigError, load_config
 from cluster.schemas import SFT
 from cluster.stage_configs import TrainConfig
 from pac_lora import build_prompt
-from train_jobs.data import CollateRows, encode_batch, load_tokenizer, prepare_sft
+from train_jobs.data import CollateRows, encode_batch, epoch_micro_batches, load_tokenizer, prepare_sft
 from train_jobs.job import run
 from train_jobs.plan import deepspeed_config, plan_steps
 
@@ -93,3 +94,40 @@ def test_missing_sft_split_is_a_config_error(tmp_path: Path, tiny_model: Path) -
 def test_stage_refuses_a_base_model_that_is_not_a_local_directory(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(TrainConfig(base_model="Qwen/Qwen2.5-7B-Instruct")) == 2
     assert "base_model: Qwen/Qwen2.5-7B-Instruct is not a local Hugging Face model directory" in capsys.readouterr().err
+
+
+class FixedShard:
+    """Stands in for a worker's Ray DataIterator: the same rows in the same order on every read."""
+
+    def __init__(self, rows: int) -> None:
+        self.ids = np.arange(rows)
+        self.reads = 0
+
+    def iter_batches(self, batch_size: int, batch_format: str, prefetch_batches: int):
+        assert batch_format == "numpy"
+        self.reads += 1
+        for start in range(0, len(self.ids), batch_size):
+            yield {"row": self.ids[start : start + batch_size], "twice": 2 * self.ids[start : start + batch_size]}
+
+
+def epoch_rows(shard: FixedShard, epoch: int, skip: int = 0, window_rows: int = 4096, seed: int = 42, rank: int = 0):
+    batches = list(epoch_micro_batches(shard, 4, lambda b: b, seed, epoch, rank, skip=skip, window_rows=window_rows))
+    assert all((batch["twice"] == 2 * batch["row"]).all() for batch in batches)  # columns stay row-aligned
+    return [batch["row"].tolist() for batch in batches]
+
+
+@pytest.mark.parametrize("window_rows", [4096, 9])  # the whole shard at once, or windows of 8 rows
+def test_every_epoch_reshuffles_the_shard_and_a_resume_replays_it(window_rows: int) -> None:
+    shard = FixedShard(rows=22)
+    epochs = [epoch_rows(shard, epoch, window_rows=window_rows) for epoch in range(3)]
+    for batches in epochs:
+        assert [len(b) for b in batches] == [4, 4, 4, 4, 4, 2]  # ceil(22 / 4) micro-batches, as planned
+        assert sorted(row for b in batches for row in b) == list(range(22))  # every row once
+    assert epochs[0] != epochs[1] != epochs[2] != epochs[0]  # a new order (and new batches) each epoch
+    assert epochs[1] == epoch_rows(shard, 1, window_rows=window_rows)  # seeded by (seed, epoch): repeatable
+    assert epochs[1] != epoch_rows(shard, 1, window_rows=window_rows, seed=7)
+    assert epochs[1] != epoch_rows(shard, 1, window_rows=window_rows, rank=1)
+    for skip in range(6):  # a run resumed `skip` micro-batches into epoch 1 trains exactly the rest of it
+        assert epoch_rows(shard, 1, skip=skip, window_rows=window_rows) == epochs[1][skip:]
+    if window_rows == 9:  # windows hold whole micro-batches (8 rows): no row leaves its window
+        assert all(min(b) // 8 == max(b) // 8 for b in epochs[0])
