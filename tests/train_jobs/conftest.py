@@ -1,14 +1,17 @@
-"""Fixtures for the train stage: a tiny Qwen2, a learnable SFT set, DeepSpeed's CPU op built once."""
+"""Fixtures for the train stage: a tiny Qwen2 (and a briefly pretrained copy), a learnable SFT set,
+DeepSpeed's CPU op built once."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from cluster.stage_configs import RayConfig, TrainConfig
-from pac_lora import build_tiny_checkpoint
+from pac_lora import SYSTEM_PROMPT, build_tiny_checkpoint
+from pac_lora.tiny import pretrain_tiny_lm
 from train_jobs.job import DEFAULT_EXTENSIONS_DIR
 from train_jobs.synthetic import (
     synthetic_corpus,
@@ -16,9 +19,6 @@ from train_jobs.synthetic import (
     write_synthetic_sft,
 )
 
-# A tiny random model's frozen, tied embeddings cap how far its logits can move (|logit| <~ 1.3 at
-# hidden 64), so adapting the projections alone cannot show learning; adapting lm_head too can.
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
 TOO_LONG_ID = "too-long|u0|x|full"
 
 
@@ -46,6 +46,32 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, sft_rows: list[dict]) -
 
 
 @pytest.fixture(scope="session")
+def base_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, sft_rows: list[dict]) -> Path:
+    """The tiny model pretrained for a few seconds on the training prompts without their answers.
+
+    A random tiny model's frozen, tied embeddings cap how far its logits can move (|logit| <~ 1.3 at
+    hidden 64), so adapters on the projections alone could not show learning; after this they can,
+    and the training tests use the default target modules (q, k, v, o, gate, up, down; no lm_head).
+    The answers are left for the adapters to learn (each user's phrasing is in their history posts).
+    """
+    from transformers import AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("train") / "qwen2-pretrained"
+    shutil.copytree(tiny_model, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["instruction"]}],
+            tokenize=False, add_generation_prompt=True,
+        )
+        for row in sft_rows[:-1] if row["split"] == "train"
+    ]
+    first, last = pretrain_tiny_lm(directory, prompts, steps=100, batch_size=8, seq_len=128, learning_rate=1e-2)
+    assert last < 0.5 * first, (first, last)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def sft_dir(tmp_path_factory: pytest.TempPathFactory, sft_rows: list[dict]) -> Path:
     return write_synthetic_sft(tmp_path_factory.mktemp("train") / "sft", sft_rows)
 
@@ -64,7 +90,6 @@ def train_config(model: Path, sft: Path, output: Path, **overrides: object) -> T
         "max_length": 512,
         "checkpoint_every_steps": 5,
         "log_every_steps": 5,
-        "adapter": {"target_modules": TARGETS},
         "ray": RayConfig(num_cpus=4, include_dashboard=False, object_store_memory_mb=512),
     }
     values.update(overrides)

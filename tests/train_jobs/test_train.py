@@ -1,4 +1,5 @@
-"""End-to-end training runs through Ray Train + DeepSpeed on 2 CPU workers (gloo), tiny Qwen2.
+"""End-to-end training runs through Ray Train + DeepSpeed on 2 CPU workers (gloo), tiny Qwen2
+(briefly pretrained, see `base_model`), adapters on the default target modules (no lm_head).
 
 Two runs, shared by the tests of this module (each costs ~20-40 s):
 - PAC-LoRA, ZeRO-3, where one worker dies right after the checkpoint of step 12 (mid-epoch) and
@@ -16,6 +17,7 @@ import pytest
 from safetensors.torch import load_file
 
 from pac_lora import PACLoraConfig, build_prompt
+from pac_lora.config import DEFAULT_TARGETS
 from train_jobs.checkpoint import STATE_FILE, adapter_weights_from_zero
 from train_jobs.data import load_tokenizer
 from train_jobs.job import TrainSummary, train
@@ -28,22 +30,23 @@ FAIL_AFTER = 12  # checkpoints every 4 steps: at 4, 8, 12, 16 and 20 (the end)
 
 
 @pytest.fixture(scope="module")
-def pac_run(tiny_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
+def pac_run(base_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
     # 4 rows per forward pass (no accumulation): ZeRO-3 gathers parameters per module call, on CPU.
     config = train_config(
-        tiny_model, sft_dir, tmp_path_factory.mktemp("pac"), zero_stage=3, micro_batch_size=4,
+        base_model, sft_dir, tmp_path_factory.mktemp("pac"), zero_stage=3, micro_batch_size=4,
         checkpoint_every_steps=4, max_failures=1,
     )
     return train(config, progress=False, fail_after_step=FAIL_AFTER)
 
 
 @pytest.fixture(scope="module")
-def lora_run(tiny_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
-    config = train_config(tiny_model, sft_dir, tmp_path_factory.mktemp("lora"), method="lora", zero_stage=2)
+def lora_run(base_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
+    config = train_config(base_model, sft_dir, tmp_path_factory.mktemp("lora"), method="lora", zero_stage=2)
     return train(config, progress=False)
 
 
 def test_pac_lora_loss_falls_clearly(pac_run: TrainSummary) -> None:
+    """Only the routed experts on q, k, v, o, gate, up and down train here, so they learn."""
     assert pac_run.steps == 20 and pac_run.metrics["epoch"] == 4
     assert pac_run.final_loss < 0.6 * pac_run.first_loss, (pac_run.first_loss, pac_run.final_loss)
 
@@ -58,7 +61,7 @@ def test_the_deepspeed_engine_trains_with_the_configured_zero_stage(
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint_not_from_zero(
-    pac_run: TrainSummary, tiny_model: Path, sft_rows: list[dict]
+    pac_run: TrainSummary, base_model: Path, sft_rows: list[dict]
 ) -> None:
     assert pac_run.resumed_from_step == FAIL_AFTER
     state = json.loads((Path(pac_run.checkpoint) / STATE_FILE).read_text())
@@ -67,7 +70,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_not_from_zero(
     expected_lr = 1e-2 * 0.5 * (1 + math.cos(math.pi * (19 - 2) / (20 - 2)))
     assert pac_run.metrics["learning_rate"] == pytest.approx(expected_lr, rel=1e-6)
     # Tokens carry over the restart: 4 epochs of the 40 usable rows, each counted once.
-    tokenizer = load_tokenizer(str(tiny_model))
+    tokenizer = load_tokenizer(str(base_model))
     usable = [r for r in sft_rows if r["split"] == "train" and r["variant"] == "full" and not r["id"].startswith("too")]
     per_epoch = sum(
         len(build_prompt(tokenizer, r["user_part"], r["news_part"], r["instruction_part"], r["output"], max_length=512))
@@ -82,22 +85,21 @@ def test_rows_whose_prompt_is_too_long_are_skipped_and_counted(pac_run: TrainSum
 
 
 def test_the_final_pac_lora_adapter_reloads_and_reproduces_the_trained_logits(
-    pac_run: TrainSummary, tiny_model: Path
+    pac_run: TrainSummary, base_model: Path
 ) -> None:
     files = sorted(path.name for path in pac_run.adapter_dir.iterdir())
     assert files == ["adapter_model.safetensors", "pac_lora_config.json", PROBE_FILE]
-    assert PACLoraConfig.load(pac_run.adapter_dir).target_modules[-1] == "lm_head"
-    assert verify_adapter(tiny_model, pac_run.adapter_dir) < 1e-4
+    assert PACLoraConfig.load(pac_run.adapter_dir).target_modules == DEFAULT_TARGETS  # no lm_head
+    assert verify_adapter(base_model, pac_run.adapter_dir) < 1e-4
 
 
-def test_the_lora_baseline_trains_through_the_same_path(lora_run: TrainSummary, tiny_model: Path) -> None:
+def test_the_lora_baseline_trains_through_the_same_path(lora_run: TrainSummary, base_model: Path) -> None:
     assert lora_run.method == "lora" and lora_run.steps == 20
     assert lora_run.final_loss < 0.6 * lora_run.first_loss, (lora_run.first_loss, lora_run.final_loss)
     config = json.loads((lora_run.adapter_dir / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 8, 16)
-    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                             "down_proj", "lm_head"}
-    assert verify_adapter(tiny_model, lora_run.adapter_dir) < 1e-4
+    assert set(config["target_modules"]) == set(DEFAULT_TARGETS)
+    assert verify_adapter(base_model, lora_run.adapter_dir) < 1e-4
 
 
 @pytest.mark.parametrize("which", ["pac", "lora"])
@@ -115,12 +117,12 @@ def test_zero_checkpoints_hold_the_adapter_weights(which: str, request: pytest.F
 
 
 def test_a_new_run_with_the_same_name_resumes_its_latest_checkpoint(
-    lora_run: TrainSummary, tiny_model: Path, sft_dir: Path
+    lora_run: TrainSummary, base_model: Path, sft_dir: Path
 ) -> None:
     """The whole job stopped (or finished): starting it again continues from the latest checkpoint."""
     output = lora_run.adapter_dir.parents[1]
-    config = train_config(tiny_model, sft_dir, output, method="lora", zero_stage=2)
+    config = train_config(base_model, sft_dir, output, method="lora", zero_stage=2)
     again = train(config, progress=False)
     assert (again.resumed_from_step, again.steps) == (20, 20)  # loaded, and nothing left to train
     assert again.tokens == lora_run.tokens
-    assert verify_adapter(tiny_model, again.adapter_dir) < 1e-4
+    assert verify_adapter(base_model, again.adapter_dir) < 1e-4
