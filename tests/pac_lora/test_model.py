@@ -364,7 +364,7 @@ def test_layer_scope_gives_a_target_outside_the_decoder_layers_its_own_routers(t
 
 
 def test_a_base_parameter_named_like_a_router_stays_frozen_and_unsaved(tiny_qwen, tmp_path) -> None:
-    base, tokenizer = load_base_model(tiny_qwen)
+    base, _tokenizer = load_base_model(tiny_qwen)
     base.model.layers[0].mlp.router = torch.nn.Linear(4, 4, bias=False)  # a base model's own "router"
     foreign = base.model.layers[0].mlp.router.weight
     model = pac(base)
