@@ -107,7 +107,7 @@ def _crawl(config: DemoConfig, size: DemoSize, output_dir: Path, summary: DemoSu
     end = max(t.end for t in topics).astimezone(BEIJING)
     with simulator.running():
         crawl_config = CrawlConfig(
-            ray=config.ray, output_dir=output_dir, keywords=[t.name for t in topics],
+            ray=config.ray, output_dir=output_dir, keywords=[t.query for t in topics],
             start=f"{start:%Y-%m-%d}-{start.hour}", end=f"{end:%Y-%m-%d}-{end.hour}",
             cookies=SecretStr("\n".join(simulator.new_cookies(DEMO_COOKIES))),
             endpoints={host: simulator.base_url for host in ("search", "mobile", "ajax", "ai")},

@@ -135,7 +135,7 @@ def working_dir(tmp_path: Path, simulator: WeiboSimulator) -> Path:
     start = min(t.start for t in topics).astimezone(BEIJING)
     end = max(t.end for t in topics).astimezone(BEIJING)
     crawl = {
-        "keywords": [t.name for t in topics],
+        "keywords": [t.query for t in topics],
         "start": f"{start:%Y-%m-%d}-{start.hour}",
         "end": f"{end:%Y-%m-%d}-{end.hour}",
         "cookies_file": "configs/cookies.txt",  # relative: resolved in the job's copy of the working dir
