@@ -159,14 +159,16 @@ def _base_model(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSumm
     from pac_lora.tiny import build_tiny_checkpoint, pretrain_tiny_lm
 
     directory, marker = out / "model", out / "model" / "pretrained.json"
-    wanted = {"hidden": size.hidden, "steps": size.pretrain_steps, "recipe": 4}
+    wanted = {"hidden": size.hidden, "steps": size.pretrain_steps, "recipe": 5}
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == wanted:
         losses = json.loads(marker.read_text())["loss"]
         summary.stage("base model", f"reused {directory} (pretrained, loss {losses[0]:.2f} -> {losses[1]:.2f})")
         return
     history = read_table_dir(out / "dataset" / "clean" / "history", CLEAN_HISTORY)
-    posts = [t for t in history["text"].to_pylist() if t]  # users' history: no target post of any topic
     train_rows = read_table_dir(out / "dataset" / "sft" / "train", SFT).to_pylist()  # never the held-out topic
+    # Users' history plus the training topics' posts as plain text (no prompt, no author): the
+    # language a base model would have read on the web. No post of the held-out topic.
+    posts = [t for t in history["text"].to_pylist() if t] + [r["output"] for r in train_rows if r["output"]]
     began = time.monotonic()
     shutil.rmtree(out / "train", ignore_errors=True)  # checkpoints of another base model cannot resume here
     build_tiny_checkpoint(directory, hidden_size=size.hidden, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -174,8 +176,8 @@ def _base_model(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSumm
                           vocab_size=4000, seed=0)
     # The posts teach the language; the training prompts the template and long positions. Each prompt
     # is answered by a random post of the corpus, never its own answer: the base model learns that a
-    # post follows the prompt (as an instruct model knows), and the personal answer is left to
-    # PAC-LoRA, so the zero-shot base stays a fair baseline.
+    # post follows the prompt (as an instruct model knows), and which user writes what about which
+    # news is left to PAC-LoRA, so the zero-shot base stays a fair baseline.
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     pick = random.Random(0)
     conversations = [tokenizer.apply_chat_template(

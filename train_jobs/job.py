@@ -99,6 +99,7 @@ def train(config: TrainConfig, progress: bool = True, fail_after_step: int | Non
         log.info("training data ready after %.1fs; starting %d Ray Train workers", time.monotonic() - began,
                  config.num_workers)
         result = _trainer(config, plan, data.dataset, options, storage, run_name, extensions_dir).fit()
+        _close_worker_bars()
         log.info("training finished after %.1fs", time.monotonic() - began)
     if result.checkpoint is None:
         raise RuntimeError(f"run {run_name} ended without a checkpoint")
@@ -227,3 +228,17 @@ def _check_resume(config: TrainConfig, storage: str, run_name: str) -> None:
             f"resume: run {run_name} already has checkpoints in {run_dir}; set resume=true to continue it, "
             "or choose another run_name or output_dir"
         )
+
+
+def _close_worker_bars() -> None:
+    """Close the driver's copies of the workers' progress bars. A worker's closing update can be lost
+    when Ray Train stops it, and Ray would then redraw the finished bar under every later log line."""
+    from ray.experimental import tqdm_ray
+
+    manager = tqdm_ray.instance()
+    with manager.lock:
+        for group in manager.bar_groups.values():
+            for bar in group.bars_by_uuid.values():
+                bar.close()
+            group.bars_by_uuid.clear()
+        manager.bar_groups.clear()

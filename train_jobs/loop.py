@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -159,6 +160,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         epoch, skip = epoch + 1, 0
     if bar is not None:
         bar.close()
+        # The close travels as a line on this worker's stdout, block-buffered into a log file:
+        # unflushed, it dies with the worker and the driver redraws a finished bar forever.
+        sys.stdout.flush()
 
 
 def _report_if_due(
