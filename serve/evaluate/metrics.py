@@ -109,13 +109,20 @@ def distribution(labels: Sequence[str]) -> tuple[float, ...] | None:
 
 
 def kl(p: Sequence[float], q: Sequence[float], smoothing: float = 0.0) -> float:
+    """KL(p || q); infinite where q gives nothing to what p has (smoothing avoids that)."""
     p, q = _smooth(p, smoothing), _smooth(q, smoothing)
-    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+    if any(a > 0 and b <= 0 for a, b in zip(p, q)):
+        return math.inf
+    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q) if a > 0)
 
 
 def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
-    m = [(a + b) / 2 for a, b in zip(p, q)]
-    return (kl(p, m) + kl(q, m)) / 2
+    # Against the mixture, written as log(2a) - log(a + b): (a + b) / 2 underflows to 0 for the
+    # tiniest shares, while a + b >= a > 0 never does.
+    def toward_mixture(x: Sequence[float], y: Sequence[float]) -> float:
+        return sum(a * (math.log(2 * a) - math.log(a + b)) for a, b in zip(x, y) if a > 0)
+
+    return (toward_mixture(p, q) + toward_mixture(q, p)) / 2
 
 
 def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
