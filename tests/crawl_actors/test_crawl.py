@@ -6,6 +6,10 @@ cookies), and the simulator must never count a rate-limit violation."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from cluster.schemas import CRAWL_TABLES, PRIMARY_KEYS
@@ -235,6 +240,42 @@ def test_an_interrupted_crawl_resumes_without_refetching(simulator, no_violation
     final = frontier_counts(config, output)
     refetch_allowance = config.num_actors * config.concurrency_per_actor  # tasks in flight at the stop
     assert requests_so_far(simulator) - before_second <= final.seen - journal.done + refetch_allowance
+
+
+def test_ctrl_c_on_socialalign_crawl_keeps_the_data_and_a_rerun_finishes(simulator, no_violations, ray_local,
+                                                                         tmp_path: Path) -> None:
+    """As a user does it: `socialalign crawl` in a terminal, Ctrl-C, then the same command again."""
+    output = tmp_path / "crawl"
+    cookies = simulator.new_cookies(4)
+    config = crawl_config(simulator, output, cookies)
+    settings = config.model_dump(mode="json", exclude={"cookies", "redis_url"})
+    settings["ray"] = {"address": ray_local.address, "include_dashboard": False}
+    path = tmp_path / "crawl.yaml"
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    env = {**os.environ, "SOCIALALIGN_WEIBO_COOKIES": "\n".join(cookies)}
+    env.pop("RAY_ADDRESS", None)
+    start = requests_so_far(simulator)
+    command = subprocess.Popen([str(Path(sys.executable).parent / "socialalign"), "crawl", "--config", str(path)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_requests(simulator, start + 200, timeout_s=120)
+        command.send_signal(signal.SIGINT)
+        _, stderr = command.communicate(timeout=120)
+    finally:
+        command.kill()
+    assert command.returncode == 1, stderr[-2000:]  # stopped early: not a success
+    assert "letting the crawl actors flush" in stderr
+    assert not any(cookie in stderr for cookie in cookies)
+    journal = frontier_counts(config, output)
+    assert 0 < journal.done < journal.seen
+    assert read_table(output, "history").num_rows > 0  # what the first run collected is on disk
+
+    before_second = requests_so_far(simulator)
+    assert crawl(config, progress=False).stop_reason is None
+    assert_equals_ground_truth(simulator, output)
+    refetch_allowance = config.num_actors * config.concurrency_per_actor  # tasks in flight at Ctrl-C
+    assert requests_so_far(simulator) - before_second <= frontier_counts(config, output).seen - journal.done + \
+        refetch_allowance
 
 
 def test_an_expired_cookie_is_taken_out_and_the_others_finish(simulator, no_violations, backend, tmp_path: Path) -> None:
