@@ -87,8 +87,27 @@ def deploy(config: ServeConfig) -> str:
     """Start Serve's proxy on config.host:port (Ray must be up) and deploy the app; returns its base URL."""
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
-    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    return f"http://{shown}:{config.port}"
+    host, port = proxy_address(config.host, config.port)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def proxy_address(wanted_host: str, wanted_port: int) -> tuple[str, int]:
+    """Where Serve's HTTP proxy really listens. Serve fixes its HTTP options when it first starts on
+    a cluster, so on a cluster that already runs Serve the app answers on that proxy, not on ours."""
+    from ray.serve.context import _get_global_client  # no public API reads the running proxy's options
+
+    try:
+        options = _get_global_client().http_config
+        host, port = options.host, options.port
+    except Exception as error:  # a Serve version without it: say what was asked for
+        log.debug("cannot read Serve's HTTP options (%s); assuming %s:%d", error, wanted_host, wanted_port)
+        return wanted_host, wanted_port
+    if (host, port) != (wanted_host, wanted_port):
+        log.warning("Serve was already running on this cluster with its proxy on %s:%d, so the app is served "
+                    "there, not on %s:%d (Serve's HTTP options are fixed when it first starts)",
+                    host, port, wanted_host, wanted_port)
+    return host, port
 
 
 def run(config: ServeConfig) -> int:

@@ -431,3 +431,13 @@ def test_predict_through_the_app_equals_predicting_in_process(served, tiny_model
     assert [r["prediction"] for r in sorted(app_rows, key=key)] == [r["prediction"] for r in sorted(local_rows, key=key)]
     assert all(row["real"] == "真实的微博" for row in app_rows)
     assert {row["method"] for row in app_rows} == {adapter_id}
+
+
+def test_the_url_names_the_proxy_serve_really_runs(served, caplog) -> None:
+    from serve.app import proxy_address
+
+    port = int(served.url.rsplit(":", 1)[1])
+    assert proxy_address("127.0.0.1", port) == ("127.0.0.1", port)
+    with caplog.at_level("WARNING", logger="serve.app"):
+        assert proxy_address("127.0.0.1", port + 1) == ("127.0.0.1", port)  # another port cannot be had now
+    assert "already running" in caplog.text
