@@ -376,9 +376,13 @@ def _cache_row(result: Any) -> dict[str, Any]:
 
 
 def read_persona_cache(cache_dir: Path) -> list[dict[str, Any]]:
-    """Every cached answer: the Parquet parts, then the journals of runs that did not finish (a line
-    cut short by a kill is skipped)."""
-    rows = read_parts(cache_dir, PERSONA_CACHE, []).to_pylist()
+    """Every cached answer: the Parquet parts, then the journals of runs that did not finish."""
+    return read_parts(cache_dir, PERSONA_CACHE, []).to_pylist() + _journal_rows(cache_dir)
+
+
+def _journal_rows(cache_dir: Path) -> list[dict[str, Any]]:
+    """The answers in the journals; a line cut short by a kill is skipped."""
+    rows = []
     for journal in sorted(cache_dir.glob(f"{JOURNAL_PREFIX}*.jsonl")):
         for line in journal.read_text(encoding="utf-8").splitlines():
             try:
@@ -394,9 +398,8 @@ def compact_journals(cache_dir: Path) -> int:
     journals = sorted(cache_dir.glob(f"{JOURNAL_PREFIX}*.jsonl"))
     if not journals:
         return 0
-    parts = read_parts(cache_dir, PERSONA_CACHE, [])
-    known = set(parts["key"].to_pylist())
-    rows = [row for row in read_persona_cache(cache_dir) if row["key"] not in known]
+    known = set(read_parts(cache_dir, PERSONA_CACHE, [])["key"].to_pylist())
+    rows = list({row["key"]: row for row in _journal_rows(cache_dir) if row["key"] not in known}.values())
     if rows:
         atomic_write_parquet(pa.Table.from_pylist(rows, schema=PERSONA_CACHE),
                              cache_dir / f"part-{secrets.token_hex(8)}.parquet")
