@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import SecretStr  # noqa: E402
 
-from cluster.stage_configs import CrawlConfig, RayConfig  # noqa: E402
+from cluster.stage_config import RayConfig  # noqa: E402
+from crawl_actors.config import CrawlConfig  # noqa: E402
 from crawl_actors import parsers  # noqa: E402
 from crawl_actors.job import crawl  # noqa: E402
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator, unlimited_rates  # noqa: E402

@@ -23,7 +23,8 @@ import pyarrow as pa  # noqa: E402
 
 from cluster.parquet import atomic_write_parquet, read_table_dir  # noqa: E402
 from cluster.schemas import CASES, CLEAN_HISTORY, PERSONAS  # noqa: E402
-from cluster.stage_configs import DatasetConfig, RayConfig  # noqa: E402
+from cluster.stage_config import RayConfig  # noqa: E402
+from dataset_jobs.config import DatasetConfig  # noqa: E402
 from dataset_jobs.fake_llm import FakeLLM, FakeLLMConfig  # noqa: E402
 from dataset_jobs.job import _persona  # noqa: E402
 

@@ -73,7 +73,8 @@ def ray_data_job(histories: list[list[str]], news: str) -> float:
 
     from cluster.parquet import atomic_write_parquet
     from cluster.schemas import CASES, CLEAN_HISTORY
-    from cluster.stage_configs import DatasetConfig, RayConfig
+    from cluster.stage_config import RayConfig
+    from dataset_jobs.config import DatasetConfig
     from dataset_jobs.job import _retrieve
 
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)

@@ -35,7 +35,8 @@ import requests
 import torch
 
 from cluster.ray_connect import init_ray
-from cluster.stage_configs import RayConfig, ServeConfig
+from cluster.stage_config import RayConfig
+from serve.config import ServeConfig
 from pac_lora import (
     PACLoraConfig,
     apply_pac_lora,

@@ -38,7 +38,8 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 from cluster.logs import setup_logging
 from cluster.ray_connect import ray_session
-from cluster.stage_configs import RayConfig, TrainConfig
+from cluster.stage_config import RayConfig
+from train_jobs.config import TrainConfig
 
 CPU_SHAPE = {"hidden_size": 256, "intermediate_size": 688, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2}
 # Qwen2.5-0.5B (config.json of Qwen/Qwen2.5-0.5B-Instruct), built from config with random weights.

@@ -1,38 +1,19 @@
-"""What every stage shares: typed config, the Ray connection, logging, the CLI and job submission."""
+"""The foundation every stage stands on (typed config, the Ray connection, logs, Parquet tables and
+their schemas, reports, metrics, the LLM client and the retry policy), and above the stages the
+entry layer (`socialalign` CLI, stage registry, job submission, demo, k8s checks), which knows the
+stages only by module name. See docs/architecture.md.
+"""
 
 from cluster.config import ConfigError, dump_config, load_config
 from cluster.logs import setup_logging
 from cluster.ray_connect import RayInfo, init_ray, ray_session
-from cluster.stage_configs import (
-    CrawlConfig,
-    DatasetConfig,
-    DecodingConfig,
-    DemoConfig,
-    EvaluateConfig,
-    LLMEndpointConfig,
-    PredictConfig,
-    RayConfig,
-    ServeConfig,
-    StageConfig,
-    TrainConfig,
-)
-from cluster.stages import STAGES
+from cluster.stage_config import RayConfig, StageConfig
 
 __all__ = [
-    "STAGES",
     "ConfigError",
-    "CrawlConfig",
-    "DatasetConfig",
-    "DecodingConfig",
-    "DemoConfig",
-    "EvaluateConfig",
-    "LLMEndpointConfig",
-    "PredictConfig",
     "RayConfig",
     "RayInfo",
-    "ServeConfig",
     "StageConfig",
-    "TrainConfig",
     "dump_config",
     "init_ray",
     "load_config",

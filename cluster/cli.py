@@ -3,7 +3,7 @@
     socialalign <stage> [--config FILE] [--print-config] [key=value ...]
     socialalign submit <stage> --address http://HOST:8265 [--config FILE] [key=value ...]
 
-Exit codes: 0 done, 1 the stage failed, 2 bad usage or config or a stage not built yet, 130 Ctrl-C.
+Exit codes: 0 done, 1 the stage failed, 2 bad usage or config, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from cluster.logs import setup_logging
 from cluster.stages import STAGES, Flag, Stage, stage_for_module
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-ISSUES = "the project's issue tracker"
 log = logging.getLogger("socialalign")
 
 
@@ -114,7 +113,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser, stage: Stage) -> None:
 def run_stage(stage: Stage, args: argparse.Namespace, prog: str) -> int:
     overrides = [*args.overrides, *_flag_overrides(stage, args)]
     try:
-        config = load_config(stage.config, args.config, overrides)
+        config = load_config(stage.config_model(), args.config, overrides)
     except ConfigError as error:
         _print_config_error(prog, error)
         return EXIT_USAGE
@@ -125,12 +124,11 @@ def run_stage(stage: Stage, args: argparse.Namespace, prog: str) -> int:
     if config.ray.address.startswith(("http://", "https://")):
         log.info("ray.address is a dashboard URL: submitting %s as a Ray job", stage.name)
         return _submit_job(prog, stage, config.ray.address, args.config, overrides)
-    if not stage.built:
-        print(f"{prog}: not implemented yet (the {stage.name} stage is issue #{stage.issue} in {ISSUES})",
-              file=sys.stderr)
-        return EXIT_USAGE
     try:
         return int(stage.load_runner()(config) or EXIT_OK)
+    except ConfigError as error:  # a problem only the stage can see (a missing file, an empty topic list)
+        _print_config_error(prog, error)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -216,12 +214,11 @@ def _dest(field: str) -> str:
 
 def _help_layout(stage: Stage) -> dict[str, object]:
     lines = [f"Also: {stage.name} {name} --help" for name in stage.actions] + [""] * bool(stage.actions)
-    for name, default, text in describe_fields(stage.config):
+    for name, default, text in describe_fields(stage.config_model()):
         lines.append(f"  {name} = {default}")
         lines += textwrap.wrap(text, 76, initial_indent="      ", subsequent_indent="      ")
-    status = f"Status: not implemented yet (issue #{stage.issue}).\n\n" if not stage.built else ""
     epilog = (
-        f"{status}Config fields: YAML keys of --config, or key=value arguments (nested: ray.address=auto).\n"
+        "Config fields: YAML keys of --config, or key=value arguments (nested: ray.address=auto).\n"
         "Secret fields are read from the environment variables named.\n" + "\n".join(lines)
     )
     return {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}

@@ -22,12 +22,29 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from cluster.llm import LLMEndpointConfig
 from cluster.ray_connect import ray_session
-from cluster.stage_configs import DemoConfig
+from cluster.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
+
+
+class DemoConfig(StageConfig):
+    """The whole pipeline end to end on the embedded default: simulator, crawl, dataset, a tiny
+    pretrained base model, PAC-LoRA training, serving, prediction and the evaluation report."""
+
+    size: Literal["smoke", "small", "medium"] = Field("small", description="smoke (tests) | small | medium")
+    out: Path = Field(Path("demo-out"), description="every artifact goes under this directory")
+    keep_serving: bool = Field(False, description="leave the endpoint up at the end (Ctrl-C stops it)")
+    port: int = Field(0, ge=0, le=65535, description="serving port (0: a free one)")
+    persona: LLMEndpointConfig = Field(
+        default_factory=LLMEndpointConfig, description="an OpenAI-compatible endpoint for personas (default: offline)"
+    )
+
 
 DEMO_COOKIES = 4
 ADAPTER_ID = "pac-lora"
@@ -92,7 +109,7 @@ def _crawl(config: DemoConfig, size: DemoSize, output_dir: Path, summary: DemoSu
     topic held out for evaluation (a regular one: the first, hot topic trains)."""
     from pydantic import SecretStr
 
-    from cluster.stage_configs import CrawlConfig
+    from crawl_actors.config import CrawlConfig
     from crawl_actors.job import crawl
     from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator
     from crawl_actors.tasks import BEIJING
@@ -127,7 +144,7 @@ def _crawl(config: DemoConfig, size: DemoSize, output_dir: Path, summary: DemoSu
 
 
 def _dataset(config: DemoConfig, out: Path, held_out: str, summary: DemoSummary) -> None:
-    from cluster.stage_configs import DatasetConfig
+    from dataset_jobs.config import DatasetConfig
     from dataset_jobs.job import SUCCESS, run
 
     began = time.monotonic()
@@ -193,7 +210,7 @@ def _base_model(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSumm
 
 
 def _train(config: DemoConfig, size: DemoSize, out: Path, summary: DemoSummary) -> Path:
-    from cluster.stage_configs import TrainConfig
+    from train_jobs.config import TrainConfig
     from train_jobs import train
 
     train_config = TrainConfig(
@@ -215,7 +232,7 @@ def _serve_and_predict(config: DemoConfig, out: Path, adapter: Path, summary: De
                        started_here: bool) -> None:
     from ray import serve
 
-    from cluster.stage_configs import PredictConfig, ServeConfig
+    from serve.config import PredictConfig, ServeConfig
     from serve.app import deploy
     from serve.predict import run as predict
 
@@ -287,7 +304,7 @@ def _macro(url: str, out: Path) -> str:
 def _evaluate(config: DemoConfig, out: Path, summary: DemoSummary) -> None:
     import pyarrow.parquet as pq
 
-    from cluster.stage_configs import EvaluateConfig
+    from serve.evaluate.config import EvaluateConfig
     from serve.evaluate.job import run
 
     report_dir = out / "report"

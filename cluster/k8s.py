@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 import yaml
 
 from cluster.config import ConfigError, load_config, parse_override, secret_fields
-from cluster.stage_configs import ServeConfig
 from cluster.stages import STAGES, Stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -372,8 +371,6 @@ def stage_of_module(module: str) -> Stage:
     runnable = spec is not None and (spec.submodule_search_locations is None or importlib.util.find_spec(f"{module}.__main__"))
     if not runnable:
         raise ValueError(f"entrypoint: `python -m {module}` cannot run here (no module or no __main__)")
-    if not stage.built:
-        raise ValueError(f"entrypoint: stage {stage.name} is not built yet")
     return stage
 
 
@@ -393,7 +390,7 @@ def _check_rayjob_stage(job: dict[str, Any], objects: list[dict[str, Any]]) -> P
     if config_path is None:
         return [*problems, "entrypoint: no --config file (every stage here reads /config/<stage>.yaml)"]
     try:
-        config = load_mounted_config(stage.config, config_path, overrides, head[0], cluster, objects, env)
+        config = load_mounted_config(stage.config_model(), config_path, overrides, head[0], cluster, objects, env)
     except (ConfigError, ValueError) as error:
         return [*problems, *(f"{stage.name} config: {line}" for line in str(error).splitlines())]
     problems += _paths_on_volumes(config.model_dump(mode="json"), cluster)
@@ -448,7 +445,7 @@ def _secret_sources(stage: Stage, job: dict[str, Any]) -> Problems:
     head = _ray_containers(_cluster_spec(job))[0]
     from_secrets = {e.get("name") for e in head.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})}
     return [f"{stage.name}: secret {field} reaches the head container from no Secret (env {' or '.join(names)})"
-            for field, names in secret_fields(stage.config).items() if not from_secrets & set(names)]
+            for field, names in secret_fields(stage.config_model()).items() if not from_secrets & set(names)]
 
 
 def _runtime_env_secrets(job: dict[str, Any]) -> Problems:
@@ -586,14 +583,14 @@ def _check_rayservice(service: dict[str, Any], objects: list[dict[str, Any]], bu
     env, env_problems = pod_environment(head, objects)
     problems += env_problems
     from_secrets = {e.get("name") for e in head.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})}
-    for field, names in secret_fields(ServeConfig).items():
+    for field, names in secret_fields(STAGES["serve"].config_model()).items():
         if not from_secrets & set(names):
             problems.append(f"serve: secret {field} reaches the head container from no Secret (env {' or '.join(names)})")
     overrides = list(args.get("overrides") or [])
     try:
         for item in overrides:
             parse_override(item)
-        config = load_mounted_config(ServeConfig, str(args.get("config")), overrides, head, cluster, objects, env)
+        config = load_mounted_config(STAGES["serve"].config_model(), str(args.get("config")), overrides, head, cluster, objects, env)
     except (ConfigError, ValueError) as error:
         return [*problems, *(f"serve config: {line}" for line in str(error).splitlines())]
     from serve.app import serve_config_document
@@ -676,7 +673,7 @@ def _ray_containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _all_secret_envs() -> list[list[str]]:
-    return [names for stage in STAGES.values() for names in secret_fields(stage.config).values()]
+    return [names for stage in STAGES.values() for names in secret_fields(stage.config_model()).values()]
 
 
 def _find(objects: list[dict[str, Any]], kind: str, name: str | None) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from cluster.stage_configs import RayConfig
+from cluster.stage_config import RayConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The stages of the pipeline, in data-flow order: CLI name, module, config model, runner.
 
-A stage's runner is a callable `run(config) -> int` named as "module:function" and imported only
-when the stage runs, so `--help` and config checks never import torch or Ray. A stage whose
-runner is None is not built yet and says so.
+This registry is the one place where the entry layer (the CLI, submit, the demo, the k8s checks)
+names the stages, and it names them as `python -m` and `ray job submit` run them: by module.
+Config models and runners are "module:attribute" strings, imported only when asked for, so the
+foundation below imports no stage, and `--help` and config checks never import torch or Ray.
 """
 
 from __future__ import annotations
@@ -10,18 +11,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from cluster.stage_configs import (
-    CrawlConfig,
-    DatasetConfig,
-    DemoConfig,
-    EvaluateConfig,
-    PredictConfig,
-    ServeConfig,
-    StageConfig,
-    TrainConfig,
-)
+from cluster.stage_config import StageConfig
 
 
 @dataclass(frozen=True)
@@ -39,30 +31,27 @@ class Flag:
 class Stage:
     name: str
     module: str
-    config: type[StageConfig]
     summary: str
-    issue: int
-    runner: str | None = None
+    config: str  # "module:Model", the stage's one config model
+    runner: str  # "module:function", `run(config) -> int`; raises ConfigError for a config problem
     flags: tuple[Flag, ...] = field(default=())
     # Sub-actions with their own arguments (`socialalign crawl export ...`): name -> "module:main(argv, prog)".
     actions: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def built(self) -> bool:
-        return self.runner is not None
+    def config_model(self) -> type[StageConfig]:
+        return load(self.config)
 
     def load_runner(self) -> Callable[[StageConfig], int]:
-        if self.runner is None:
-            raise NotImplementedError(self.name)
-        return _load(self.runner)
+        return load(self.runner)
 
     def load_action(self, name: str) -> Callable[..., int]:
-        return _load(self.actions[name])
+        return load(self.actions[name])
 
 
-def _load(target: str) -> Callable[..., int]:
-    module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)
+def load(target: str) -> Any:
+    """The attribute a "module:attribute" string names."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 STAGES: dict[str, Stage] = {
@@ -71,18 +60,16 @@ STAGES: dict[str, Stage] = {
         Stage(
             "crawl",
             "crawl_actors",
-            CrawlConfig,
             "crawl topics, posts, users and timelines from Weibo into Parquet",
-            issue=4,
+            config="crawl_actors.config:CrawlConfig",
             runner="crawl_actors.job:run",
             actions={"export": "crawl_actors.export:main"},
         ),
         Stage(
             "build-dataset",
             "dataset_jobs",
-            DatasetConfig,
             "clean, retrieve, extract personas and build the SFT set (Ray Data)",
-            issue=5,
+            config="dataset_jobs.config:DatasetConfig",
             runner="dataset_jobs.job:run",
             flags=(
                 Flag("--steps", "steps", "comma-separated subset of clean,retrieve,persona,sft", kind="csv"),
@@ -91,42 +78,37 @@ STAGES: dict[str, Stage] = {
         Stage(
             "train",
             "train_jobs",
-            TrainConfig,
             "fine-tune PAC-LoRA or the LoRA baseline (Ray Train + DeepSpeed)",
-            issue=6,
+            config="train_jobs.config:TrainConfig",
             runner="train_jobs.job:run",
         ),
         Stage(
             "serve",
             "serve",
-            ServeConfig,
             "serve micro/macro prediction and an OpenAI-compatible API (Ray Serve)",
-            issue=7,
+            config="serve.config:ServeConfig",
             runner="serve.app:run",
         ),
         Stage(
             "predict",
             "serve.predict",
-            PredictConfig,
             "predict posts for a test split with a given adapter",
-            issue=8,
+            config="serve.config:PredictConfig",
             runner="serve.predict:run",
         ),
         Stage(
             "evaluate",
             "serve.evaluate",
-            EvaluateConfig,
             "label, score and report prediction sets (micro and macro metrics)",
-            issue=8,
+            config="serve.evaluate.config:EvaluateConfig",
             runner="serve.evaluate.job:run",
             flags=(Flag("--predictions", "predictions", "a prediction Parquet file (repeatable)", kind="append"),),
         ),
         Stage(
             "demo",
             "cluster.demo",
-            DemoConfig,
             "run the whole pipeline end to end on a local Ray and the Weibo simulator",
-            issue=10,
+            config="cluster.demo:DemoConfig",
             runner="cluster.demo:run",
             flags=(
                 Flag("--size", "size", "demo size", choices=("smoke", "small", "medium")),

@@ -71,7 +71,7 @@ def build_job(
 ) -> JobSpec:
     """Check the config here, then describe the job that runs `stage` on the cluster."""
     _refuse_secret_overrides(stage, overrides)
-    load_config(stage.config, config_path, overrides)
+    load_config(stage.config_model(), config_path, overrides)
     root = Path(working_dir).resolve()
     if not root.is_dir():
         raise SubmitError(f"working dir {working_dir} is not a directory")
@@ -198,7 +198,7 @@ def _inside(root: Path, config_path: Path) -> str:
 
 
 def _refuse_secret_overrides(stage: Stage, overrides: Sequence[str]) -> None:
-    secrets = secret_fields(stage.config)
+    secrets = secret_fields(stage.config_model())
     for item in overrides:
         key = parse_override(item)[0]
         if key in secrets:

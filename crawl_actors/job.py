@@ -22,7 +22,7 @@ from typing import Any
 from cluster.config import ConfigError
 from cluster.metrics import gauge
 from cluster.ray_connect import ray_session
-from cluster.stage_configs import CrawlConfig
+from crawl_actors.config import CrawlConfig
 from crawl_actors.cookies import CookieJar, CookiePool, PoolSettings, create_cookie_pool
 from crawl_actors.frontier import create_frontier
 from crawl_actors.output import PartWriter, finalize

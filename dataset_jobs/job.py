@@ -29,7 +29,7 @@ from ray.data.expressions import col
 from cluster.parquet import atomic_write_parquet, read_parts, read_table_dir, replace_dir
 from cluster.ray_connect import ray_session
 from cluster.schemas import CASES, CLEAN_HISTORY, HISTORY, PERSONA_CACHE, PERSONAS, POSTS, RETRIEVAL, SFT, TOPICS, USERS
-from cluster.stage_configs import DatasetConfig
+from dataset_jobs.config import DatasetConfig
 from dataset_jobs.cleaning import DEFAULT_EXCLUSIONS, RULES, clean_text, is_hashtags_only, judge_post
 from dataset_jobs.persona import OFFLINE_MODEL, PersonaClient, cache_key, offline_persona, persona_prompt, personas_for
 from dataset_jobs.retrieval import BM25Retriever, repost_document

@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.logs import setup_logging
 from cluster.metrics import count, metric
-from cluster.stage_configs import ServeConfig
+from serve.config import ServeConfig
 from serve.population import Member, load_population
 from serve.protocol import (
     ChatPrompt,

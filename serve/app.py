@@ -25,7 +25,7 @@ from ray.serve import Application
 from cluster.config import load_config
 from cluster.logs import setup_logging
 from cluster.ray_connect import ray_session
-from cluster.stage_configs import ServeConfig
+from serve.config import ServeConfig
 from serve.api import Api
 from serve.engine import PAC_CONFIG_FILE, PEFT_CONFIG_FILE, adapter_format
 from serve.generator import Generator

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import yaml
 
 from cluster.config import ConfigError, load_config
-from cluster.stage_configs import ServeConfig
+from serve.config import ServeConfig
 
 HEADER = (
     "# Ray Serve config: `serve deploy` this file, or paste it as a RayService's serveConfigV2.\n"

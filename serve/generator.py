@@ -30,7 +30,7 @@ from ray import serve
 
 from cluster.logs import setup_logging
 from cluster.metrics import count, metric
-from cluster.stage_configs import ServeConfig
+from serve.config import ServeConfig
 from serve.protocol import Completion, Job, UnknownModel
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from cluster.parquet import atomic_write_parquet, read_table_dir
 from cluster.ray_connect import ray_session
 from cluster.schemas import PREDICTIONS, SFT
-from cluster.stage_configs import PredictConfig
+from serve.config import PredictConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def ray_local() -> Iterator[object]:
     import ray
 
     from cluster.ray_connect import init_ray
-    from cluster.stage_configs import RayConfig
+    from cluster.stage_config import RayConfig
 
     info = init_ray(RayConfig(num_cpus=4, include_dashboard=False, object_store_memory_mb=512))
     yield info

@@ -22,7 +22,7 @@ from typing import Any
 from cluster.config import ConfigError
 from cluster.metrics import count
 from cluster.ray_connect import ray_session
-from cluster.stage_configs import TrainConfig
+from train_jobs.config import TrainConfig
 from train_jobs.checkpoint import ADAPTER_DIR
 from train_jobs.data import load_tokenizer, prepare_sft
 from train_jobs.model import adapter_config

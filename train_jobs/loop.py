@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from cluster.metrics import count, gauge
-from cluster.stage_configs import TrainConfig
+from train_jobs.config import TrainConfig
 from train_jobs.checkpoint import load_checkpoint, save_checkpoint
 from train_jobs.data import CollateRows, epoch_micro_batches
 from train_jobs.model import Probe, build_model, model_inputs

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cluster.config import ConfigError
-from cluster.stage_configs import TrainConfig
+from train_jobs.config import TrainConfig
 from pac_lora import PACLoraConfig, apply_pac_lora, load_base_model, save_adapter
 
 SPAN_KEYS = ("user_spans", "news_spans")

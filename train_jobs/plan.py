@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cluster.config import ConfigError
-from cluster.stage_configs import TrainConfig
+from train_jobs.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
-from cluster.stage_configs import EvaluateConfig
+from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.metrics import (
     MACRO_METRICS,
     accuracy,

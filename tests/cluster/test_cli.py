@@ -18,7 +18,6 @@ from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ["crawl", "build-dataset", "train", "serve", "predict", "evaluate", "demo", "submit"]
-UNBUILT = [name for name, stage in STAGES.items() if not stage.built]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,22 +59,6 @@ def test_python_m_stage_module_help(stage) -> None:
     assert result.returncode == 0, result.stderr
     assert f"usage: python -m {stage.module}" in result.stdout
     assert "Config fields" in result.stdout
-
-
-@pytest.mark.parametrize("name", UNBUILT)
-def test_unbuilt_stage_says_so_and_exits_2(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([name]) == 2
-    err = capsys.readouterr().err
-    assert f"socialalign {name}: not implemented yet" in err
-    assert f"issue #{STAGES[name].issue}" in err
-
-
-@pytest.mark.skipif(not UNBUILT, reason="every stage is built")
-def test_unbuilt_stage_through_python_m() -> None:
-    stage = STAGES[UNBUILT[0]]
-    result = run_cli(sys.executable, "-m", stage.module)
-    assert result.returncode == 2
-    assert f"python -m {stage.module}: not implemented yet" in result.stderr
 
 
 def print_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict:

@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.config import ConfigError, dump_config, load_config, parse_override, secret_fields
-from cluster.stage_configs import CrawlConfig, DatasetConfig, ServeConfig, TrainConfig
+from crawl_actors.config import CrawlConfig
+from dataset_jobs.config import DatasetConfig
+from serve.config import ServeConfig
+from train_jobs.config import TrainConfig
 from cluster.stages import STAGES
 
 NO_ENV: dict[str, str] = {}
@@ -105,7 +108,7 @@ def test_a_bad_log_level_in_the_environment_is_named() -> None:
 
 
 def test_every_secret_field_names_an_env_var() -> None:
-    found = {name: secret_fields(stage.config) for name, stage in STAGES.items()}
+    found = {name: secret_fields(stage.config_model()) for name, stage in STAGES.items()}
     assert found["crawl"] == {
         "cookies": ["SOCIALALIGN_WEIBO_COOKIES"],
         "redis_url": ["SOCIALALIGN_REDIS_URL"],

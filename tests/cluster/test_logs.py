@@ -8,7 +8,7 @@ import pytest
 
 from cluster.config import load_config
 from cluster.logs import REDACTED, redact, register_secret, setup_logging
-from cluster.stage_configs import CrawlConfig
+from crawl_actors.config import CrawlConfig
 
 
 @pytest.fixture()

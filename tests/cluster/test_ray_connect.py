@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.ray_connect import MIN_LOCAL_CPUS, init_ray, local_init_kwargs, ray_session
-from cluster.stage_configs import RayConfig
+from cluster.stage_config import RayConfig
 
 
 def test_local_ray_is_sized_for_a_small_machine() -> None:

@@ -88,7 +88,7 @@ def test_two_crawls_sharing_a_cookie_on_redis_share_its_rate(redis_url: str) -> 
     that use the same cookie through the same Redis must together keep to its rate."""
     from pydantic import SecretStr
 
-    from cluster.stage_configs import CrawlConfig
+    from crawl_actors.config import CrawlConfig
     from crawl_actors.cookies import DEFAULT_NAME
     from crawl_actors.job import _namespace, cookie_pool
 

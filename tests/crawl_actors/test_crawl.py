@@ -23,7 +23,8 @@ import yaml
 from pydantic import SecretStr
 
 from cluster.schemas import CRAWL_TABLES, PRIMARY_KEYS
-from cluster.stage_configs import CrawlConfig, RayConfig
+from cluster.stage_config import RayConfig
+from crawl_actors.config import CrawlConfig
 from crawl_actors.cookies import cookie_id
 from crawl_actors.export import main as export_main
 from crawl_actors.frontier import FrontierState, RedisFrontier

@@ -18,7 +18,8 @@ import yaml
 from cluster.cli import main
 from cluster.parquet import read_table_dir
 from cluster.schemas import CASES, CLEAN_HISTORY, PERSONAS, RETRIEVAL, SFT
-from cluster.stage_configs import DatasetConfig, RayConfig
+from cluster.stage_config import RayConfig
+from dataset_jobs.config import DatasetConfig
 from dataset_jobs.fake_llm import FakeLLM, FakeLLMConfig
 from dataset_jobs.job import SUCCESS, run, split_topics
 from pac_lora import build_prompt, train_tokenizer

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from cluster import k8s
-from cluster.stage_configs import CrawlConfig, TrainConfig
+from crawl_actors.config import CrawlConfig
+from train_jobs.config import TrainConfig
 from cluster.stages import STAGES
 from tests.k8s.conftest import OVERLAYS, REPO
 

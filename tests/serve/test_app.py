@@ -400,7 +400,8 @@ def test_overload_answers_503_and_never_crashes(served) -> None:
 
 @pytest.mark.parametrize("adapter_id", ["alpha", "lora"])  # PAC-LoRA, and the peft LoRA baseline
 def test_predict_through_the_app_equals_predicting_in_process(served, tiny_models, tmp_path, adapter_id) -> None:
-    from cluster.stage_configs import PredictConfig, RayConfig
+    from cluster.stage_config import RayConfig
+    from serve.config import PredictConfig
     from pac_lora import format_history_post, research_prompt_parts
     from serve.predict import run as predict
 

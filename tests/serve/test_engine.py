@@ -152,7 +152,7 @@ def test_predict_in_process_loads_a_peft_lora(tiny_models) -> None:
     import pyarrow as pa
 
     from cluster.schemas import PREDICTIONS
-    from cluster.stage_configs import PredictConfig
+    from serve.config import PredictConfig
     from serve.predict import Predictor
 
     prompt = prompts()[0]

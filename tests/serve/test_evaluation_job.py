@@ -13,7 +13,8 @@ from PIL import Image
 
 from cluster.config import load_config
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
-from cluster.stage_configs import EvaluateConfig, RayConfig
+from cluster.stage_config import RayConfig
+from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.job import PredictionsError, aggregate, load_predictions, run
 from serve.evaluate.report import write_report
 from serve.sentiment import UNLABELLED

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from cluster.http_thread import serve_in_thread
-from cluster.stage_configs import ServeConfig
+from serve.config import ServeConfig
 from serve.api import Service
 from serve.evaluate.labelers import LLMJudgeLabeler
 from serve.protocol import Completion

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from cluster.http_thread import serve_in_thread
-from cluster.stage_configs import PredictConfig
+from serve.config import PredictConfig
 from serve import predict
 from serve.predict import predict_via_endpoint
 

@@ -13,7 +13,7 @@ from ray.serve import Application
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.config import ConfigError, load_config
-from cluster.stage_configs import ServeConfig
+from serve.config import ServeConfig
 from serve.api import Service, aggregate, resolve_variant
 from serve.deploy_config import render
 from serve.population import load_population, resolve_path

@@ -12,7 +12,7 @@ import torch
 
 from cluster.config import ConfigError, load_config
 from cluster.schemas import SFT
-from cluster.stage_configs import TrainConfig
+from train_jobs.config import TrainConfig
 from pac_lora import build_prompt
 from train_jobs.data import CollateRows, encode_batch, epoch_micro_batches, load_tokenizer, prepare_sft
 from train_jobs.job import run

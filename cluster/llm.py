@@ -1,0 +1,122 @@
+"""Calling any OpenAI-compatible chat endpoint (OpenAI, vLLM, our own `serve`): one config model and
+one client for every stage that does (personas in build-dataset, the LLM judge in serve/evaluate).
+
+`LLMClient` bounds requests in flight (`concurrency`), caps their start rate
+(`requests_per_second`) and retries by the shared policy of `cluster.retry` (the `openai` client's
+own retries are off, so one policy decides). The key comes from the config, else from the
+environment (`API_KEY_ENV`), and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr
+
+from cluster.config import StrictModel, secret
+from cluster.retry import RETRY_STATUSES, Backoff, retrying
+
+API_KEY_ENV = ("SOCIALALIGN_LLM_API_KEY", "OPENAI_API_KEY")
+Answer = TypeVar("Answer")
+
+
+class LLMEndpointConfig(StrictModel):
+    """Any OpenAI-compatible endpoint (OpenAI, vLLM, our own `serve`). No base_url: offline fallback."""
+
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="model name the endpoint serves")
+    api_key: SecretStr | None = secret(*API_KEY_ENV, description="API key of the endpoint")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, description="tries after the first (timeouts, 408/409/429/5xx, bad answers)")
+    concurrency: int = Field(8, ge=1, description="requests in flight per worker")
+    requests_per_second: float | None = Field(None, gt=0, description="global request rate cap")
+
+
+class UnusableAnswer(ValueError):
+    """The endpoint answered, but not usably (empty, unparseable): worth asking again."""
+
+
+class StartRate:
+    """At most `rate` request starts per second, spaced evenly (None: no cap)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_start = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            delay = self.next_start - now
+            self.next_start = max(now, self.next_start) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class LLMClient:
+    """Chat completions through `config`'s endpoint; create it inside the event loop that uses it."""
+
+    def __init__(self, config: LLMEndpointConfig, rate_share: float = 1.0) -> None:
+        from openai import AsyncOpenAI
+
+        if not config.base_url or not config.model:
+            raise ValueError("an LLM endpoint needs base_url and model")
+        self.model = config.model
+        self.policy = Backoff(attempts=config.max_retries + 1)
+        self.client = AsyncOpenAI(
+            base_url=config.base_url, api_key=api_key(config) or "not-needed", timeout=config.timeout_s, max_retries=0
+        )
+        self.gate = asyncio.Semaphore(config.concurrency)
+        rate = config.requests_per_second * rate_share if config.requests_per_second else None
+        self.start_rate = StartRate(rate)
+
+    async def chat(
+        self, messages: list[dict[str, str]], accept: Callable[[Any], Answer], **options: Any
+    ) -> tuple[Answer, int]:
+        """`accept(reply)` of the first usable reply, and the tries it took. `accept` raises
+        UnusableAnswer to ask again; a failure left after the retries is raised (an openai.APIError,
+        or UnusableAnswer)."""
+        tries = 0
+        async for attempt in retrying(self.policy, is_retryable, retry_after_header):
+            with attempt:
+                tries += 1
+                async with self.gate:
+                    await self.start_rate.wait()
+                    reply = await self.client.chat.completions.create(model=self.model, messages=messages, **options)
+                return accept(reply), tries
+        raise AssertionError("unreachable: retrying() raises the last failure")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def api_key(config: LLMEndpointConfig) -> str | None:
+    """The config's key, else the first of API_KEY_ENV that is set (a worker reads its own environment)."""
+    if config.api_key is not None:
+        return config.api_key.get_secret_value()
+    return next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
+
+
+def is_retryable(error: BaseException) -> bool:
+    import openai
+
+    if isinstance(error, (UnusableAnswer, openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    return isinstance(error, openai.APIStatusError) and error.status_code in RETRY_STATUSES
+
+
+def retry_after_header(error: BaseException) -> str | None:
+    response = getattr(error, "response", None)
+    return response.headers.get("retry-after") if response is not None else None
+
+
+def failure_reason(error: BaseException) -> str:
+    """A short, secret-free reason: the HTTP status, or the kind of failure (timeout, connection)."""
+    status = getattr(error, "status_code", None)
+    return f"HTTP {status}" if status else type(error).__name__

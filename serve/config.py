@@ -1,0 +1,137 @@
+"""The configs of serving and of predicting through it: `socialalign serve --help`, `socialalign predict --help`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from cluster.config import StrictModel, secret
+from cluster.stage_config import StageConfig
+
+
+class DecodingConfig(StrictModel):
+    """Sampling parameters; the research defaults. temperature 0 means greedy."""
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(20, ge=0)
+    repetition_penalty: float = Field(1.2, gt=0.0)
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+
+
+class ServeConfig(StageConfig):
+    """Stage 4: Ray Serve application for micro and macro prediction and an OpenAI-compatible API.
+
+    Two deployments: `Generator` (the base model, PAC-LoRA adapters multiplexed per replica,
+    dynamic batching) and `Api` (the FastAPI ingress). Limits bound what one request may ask for;
+    a request beyond one is answered 413 naming the limit.
+    """
+
+    base_model: str = Field("Qwen/Qwen2.5-7B-Instruct", description="local Hugging Face model directory")
+    adapters: dict[str, str] = Field(default_factory=dict, description="adapter id -> adapter directory")
+    base_model_id: str = Field("base", description="model id of the base model alone (the zero-shot baseline)")
+    default_model: str | None = Field(
+        None, description="model id used when a request names none (default: the first adapter, else the base model)"
+    )
+    host: str = Field("127.0.0.1", description="HTTP bind address (0.0.0.0 inside a pod)")
+    port: int = Field(8000, ge=1, le=65535)
+    app_name: str = Field("socialalign", description="Ray Serve application name")
+    num_replicas: int = Field(1, ge=1, description="Generator replicas (each holds the base model)")
+    api_replicas: int = Field(1, ge=1, description="Api (HTTP ingress) replicas")
+    replica_cpus: float = Field(1.0, ge=0, description="logical CPUs per Generator replica")
+    replica_gpus: float = Field(0.0, ge=0, description="GPUs per Generator replica")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the replica sees a GPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    max_adapters_per_replica: int = Field(4, ge=1, description="adapters kept loaded per replica (LRU)")
+    max_batch_size: int = Field(8, ge=1, description="rows per batched generate")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="wait this long for a batch to fill")
+    max_ongoing_requests: int = Field(
+        32, ge=1, description="requests in flight per replica (>= max_batch_size: Serve caps batches at it)"
+    )
+    max_queued_requests: int = Field(128, ge=1, description="requests queued per caller; beyond it: 503")
+    max_users_per_request: int = Field(256, ge=1, description="users in one macro request")
+    max_samples_per_request: int = Field(16, ge=1, description="samples (n) per prompt")
+    max_history_posts: int = Field(20, ge=0, description="history posts per user")
+    max_text_chars: int = Field(4000, ge=1, description="characters of any one text field")
+    max_prompt_tokens: int = Field(3072, ge=16, description="tokens of one rendered prompt")
+    max_new_tokens_limit: int = Field(1024, ge=1, description="largest max_new_tokens a request may ask for")
+    max_request_bytes: int = Field(8_000_000, ge=1024, description="largest HTTP request body")
+    population_dir: Path | None = Field(
+        None, description="macro population Parquet paths must lie under it (None: paths refused)"
+    )
+    labeler: str = Field(
+        "offline", description="sentiment labeler: offline | llm-judge | placeholder-unlabelled | module:factory"
+    )
+    labeler_options: dict[str, object] = Field(default_factory=dict, description="keyword arguments of the labeler")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    auth_token: SecretStr | None = secret(
+        "SOCIALALIGN_SERVE_TOKEN", description="bearer token required by the HTTP API (default: none)"
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for adapter_id in value:
+            if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", adapter_id):
+                raise ValueError(f"adapter id {adapter_id!r}: expected 1-64 of A-Z a-z 0-9 . _ : -")
+        return value
+
+    @field_validator("base_model_id")
+    @classmethod
+    def _base_id(cls, value: str, info) -> str:  # noqa: ANN001 (pydantic ValidationInfo)
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", value):
+            raise ValueError("expected 1-64 of A-Z a-z 0-9 . _ : -")
+        if value in (info.data.get("adapters") or {}):
+            raise ValueError(f"{value!r} is also an adapter id")
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _known_default(cls, value: str | None, info) -> str | None:  # noqa: ANN001
+        served = [info.data.get("base_model_id", "base"), *(info.data.get("adapters") or {})]
+        if value is not None and value not in served:
+            raise ValueError(f"expected one of the served model ids {served}")
+        return value
+
+    @field_validator("max_ongoing_requests")
+    @classmethod
+    def _room_for_a_batch(cls, value: int, info) -> int:  # noqa: ANN001
+        batch = info.data.get("max_batch_size")
+        if batch is not None and value < batch:
+            raise ValueError(f"expected at least max_batch_size ({batch}): Ray Serve caps a replica's batches at it")
+        return value
+
+    @field_validator("decoding")
+    @classmethod
+    def _within_token_limit(cls, value: DecodingConfig, info) -> DecodingConfig:  # noqa: ANN001
+        # decoding is declared after max_new_tokens_limit, so the limit is known here.
+        limit = info.data.get("max_new_tokens_limit")
+        if limit is not None and value.max_new_tokens > limit:
+            raise ValueError(f"max_new_tokens {value.max_new_tokens} is above max_new_tokens_limit ({limit})")
+        return value
+
+
+class PredictConfig(StageConfig):
+    """Evaluation, part 1: predictions for a test split, one row per (topic, user, sample)."""
+
+    test_path: Path = Field(Path("data/dataset/sft/test"), description="SFT Parquet rows to predict (build-dataset)")
+    variant: Literal["full", "without_persona", "without_history"] = Field("full", description="prompt variant")
+    output_path: Path = Path("data/predictions/pac_lora.parquet")
+    method: str = Field("pac_lora", description="label of this prediction set in reports")
+    endpoint: str | None = Field(None, description="URL of a running serve app; None: predict in-process")
+    model: str | None = Field(None, description="with endpoint: the adapter id to ask for (None: the app's default)")
+    base_model: str = Field("Qwen/Qwen2.5-7B-Instruct", description="local model directory (in-process)")
+    adapter: str | None = Field(None, description="in-process: PAC-LoRA adapter directory; None: base model zero-shot")
+    samples_per_user: int = Field(1, ge=1)
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    batch_size: int = Field(8, ge=1, description="rows per generate (in-process) or requests in flight (endpoint)")
+    num_workers: int = Field(1, ge=1, description="in-process: Ray actors holding a model each")
+    use_gpu: bool = Field(False, description="in-process: one GPU per worker")
+    max_rows: int | None = Field(None, ge=1, description="predict only the first N rows (quick checks)")
+    max_length: int = Field(1024, ge=16, description="longest prompt in tokens; longer rows are skipped and counted")
+    auth_token: SecretStr | None = secret("SOCIALALIGN_SERVE_TOKEN", description="bearer token of the serve app")

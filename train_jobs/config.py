@@ -1,0 +1,88 @@
+"""The train stage's config: `socialalign train --help` lists every field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cluster.stage_config import StageConfig
+
+
+class TrainConfig(StageConfig):
+    """Stage 3: fine-tune PAC-LoRA (or the LoRA baseline) with Ray Train + DeepSpeed ZeRO.
+
+    Defaults are the research recipe: lr 2e-5 cosine with 10% warmup, 2 epochs, effective batch 16,
+    weight decay 0.01, gradient clipping 1.0, max length 1024. The same run name in the same
+    storage resumes from its latest checkpoint."""
+
+    base_model: str = Field(
+        "Qwen/Qwen2.5-7B-Instruct", description="local Hugging Face model directory (never downloaded)"
+    )
+    sft_path: Path = Field(Path("data/dataset/sft"), description="SFT set: <sft_path>/train/*.parquet (build-dataset)")
+    output_dir: Path = Field(Path("data/train"), description="the adapter goes to <output_dir>/<run_name>/adapter")
+    method: Literal["pac_lora", "lora"] = Field(
+        "pac_lora", description="pac_lora, or lora: the peft LoRA baseline with the same rank and target modules"
+    )
+    prompt_variant: Literal["full", "without_persona", "without_history"] = Field(
+        "full", description="train on the SFT rows of this prompt variant"
+    )
+    adapter: dict[str, object] = Field(
+        default_factory=dict,
+        description="PACLoraConfig fields (r, alpha, dropout, num_analyze_experts, routing, router_scope, "
+        "target_modules, ...); lora uses r, alpha, dropout and target_modules",
+    )
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU on GPU nodes)")
+    use_gpu: bool = Field(False, description="one GPU per worker unless resources_per_worker says otherwise")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="e.g. {CPU: 8, GPU: 1}; empty: Ray Train's default (1 CPU or 1 GPU)"
+    )
+    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 or 3")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    learning_rate: float = Field(2e-5, gt=0, description="peak learning rate (AdamW)")
+    epochs: float = Field(2, gt=0, description="passes over the training rows (fractions allowed)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    effective_batch_size: int = Field(
+        16, ge=1, description="rows per optimizer step over all workers = micro_batch_size x accumulation x workers"
+    )
+    micro_batch_size: int = Field(1, ge=1, description="rows per forward pass on one worker")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warmup")
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    max_length: int = Field(
+        1024, ge=16, description="tokens per row; longer prompts are skipped and counted, long responses truncated"
+    )
+    checkpoint_every_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end)")
+    keep_checkpoints: int | None = Field(2, ge=1, description="checkpoints kept in storage (None: all)")
+    log_every_steps: int = Field(
+        10, ge=1, description="log and report metrics to Ray Train every N steps (each report is a barrier)"
+    )
+    max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from (from the last checkpoint)")
+    run_name: str | None = Field(
+        None, description="Ray Train run name, the key for resuming (default: <method>-<prompt_variant>)"
+    )
+    storage_path: str | None = Field(
+        None, description="where checkpoints go: a shared path or s3://... on a multi-node cluster (default: output_dir)"
+    )
+    resume: bool = Field(True, description="continue the run's latest checkpoint if there is one; false: refuse")
+    seed: int = 42
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _batch_sizes_fit(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+        workers, effective = info.data.get("num_workers"), info.data.get("effective_batch_size")
+        if workers and effective and effective % (value * workers):
+            raise ValueError(
+                f"effective_batch_size {effective} must be a multiple of micro_batch_size x num_workers "
+                f"({value} x {workers})"
+            )
+        return value
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_run_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9][\w.\-]*$", value):
+            raise ValueError("expected letters, digits, '.', '_' or '-' (it names a directory)")
+        return value
