@@ -6,7 +6,7 @@ Then the driver aggregates: micro averages per method, and per method and topic 
 sentiment distribution against the real one (macro metrics, averaged over the topics that have
 both). Writes `scored.parquet`, `summary.parquet`, `macro.parquet`, `report.md` and its PNG plots.
 
-The labeller is chosen as serve chooses it (`serve.sentiment.make_labeler`): offline, llm-judge
+The labeller is chosen as serve chooses it (`serve.make_labeler`): offline, llm-judge
 (options from `judge`), placeholder-unlabelled, or "package.module:factory".
 """
 
@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
+from serve import SENTIMENTS, Labeler, check_labels, labeler_factory, make_labeler
 from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.metrics import (
     MACRO_METRICS,
@@ -33,7 +34,6 @@ from serve.evaluate.metrics import (
     macro_metrics,
     micro_metrics,
 )
-from serve.sentiment import SENTIMENTS, Labeler, check_labels, labeler_factory, make_labeler
 
 log = logging.getLogger(__name__)
 

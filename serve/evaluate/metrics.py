@@ -16,7 +16,8 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-CLASSES = ("positive", "neutral", "negative")  # ordered: EMD moves mass along this line
+from serve import SENTIMENTS  # ordered: EMD moves mass along this line
+
 KL_SMOOTHING = 1e-3
 MACRO_METRICS = ("js", "kl", "tv", "emd")
 
@@ -79,18 +80,18 @@ def length_ratio(prediction: str, reference: str) -> float:
 
 
 def accuracy(predicted: Sequence[str], real: Sequence[str]) -> float:
-    pairs = [(p, r) for p, r in zip(predicted, real, strict=True) if p in CLASSES and r in CLASSES]
+    pairs = [(p, r) for p, r in zip(predicted, real, strict=True) if p in SENTIMENTS and r in SENTIMENTS]
     return sum(p == r for p, r in pairs) / len(pairs) if pairs else float("nan")
 
 
 def macro_f1(predicted: Sequence[str], real: Sequence[str]) -> float:
     """Mean F1 over the classes that occur in either sequence (labelled pairs only)."""
-    pairs = [(p, r) for p, r in zip(predicted, real, strict=True) if p in CLASSES and r in CLASSES]
+    pairs = [(p, r) for p, r in zip(predicted, real, strict=True) if p in SENTIMENTS and r in SENTIMENTS]
     present = {c for pair in pairs for c in pair}
     if not present:
         return float("nan")
     scores = []
-    for c in CLASSES:
+    for c in SENTIMENTS:
         if c not in present:
             continue
         tp = sum(p == c and r == c for p, r in pairs)
@@ -99,13 +100,13 @@ def macro_f1(predicted: Sequence[str], real: Sequence[str]) -> float:
 
 
 def distribution(labels: Sequence[str]) -> tuple[float, ...] | None:
-    """Shares of CLASSES among the labelled items (unlabelled ones are left out); None if none is
+    """Shares of SENTIMENTS among the labelled items (unlabelled ones are left out); None if none is
     labelled: there is no distribution to compare, and a made-up one would give made-up divergences."""
-    counts = Counter(label for label in labels if label in CLASSES)
+    counts = Counter(label for label in labels if label in SENTIMENTS)
     total = sum(counts.values())
     if total == 0:
         return None
-    return tuple(counts[c] / total for c in CLASSES)
+    return tuple(counts[c] / total for c in SENTIMENTS)
 
 
 def kl(p: Sequence[float], q: Sequence[float], smoothing: float = 0.0) -> float:

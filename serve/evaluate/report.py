@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from serve.evaluate.metrics import CLASSES
+from serve import SENTIMENTS
 
 FIGURE_SIZE = (8.0, 4.5)  # inches; at DPI this is 800 x 450 pixels
 DPI = 100
@@ -48,9 +48,9 @@ def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], meth
     series = [item for item in series if item[1] is not None]  # nothing labelled: no bars, not made-up ones
     width = 0.8 / max(len(series), 1)
     for k, (label, values, colour) in enumerate(series):
-        positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(CLASSES))]
+        positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(SENTIMENTS))]
         axes.bar(positions, values, width=width, label=label, color=colour)
-    axes.set_xticks(range(len(CLASSES)), CLASSES)
+    axes.set_xticks(range(len(SENTIMENTS)), SENTIMENTS)
     axes.set_ylim(0, 1)
     axes.set_ylabel("share of posts")
     axes.set_title(f"{short}: real vs predicted sentiment")

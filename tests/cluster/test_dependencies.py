@@ -88,7 +88,7 @@ def test_data_files_the_code_reads_are_package_data() -> None:
         folder = REPO / package.replace(".", "/")
         for pattern in patterns:
             assert list(folder.glob(pattern)), f"package-data {package}: {pattern} matches no file"
-    assert "serve_config.yaml" in data["serve"] and "sentiment_sample.tsv" in data["serve.evaluate"]
+    assert "serve_config.yaml" in data["serve"] and "sentiment_sample.tsv" in data["serve.sentiment"]
 
 
 def test_the_build_backend_reads_the_spdx_license() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from serve.evaluate.labelers import OfflineLabeler, load_sample, parse_judgement
+from serve.sentiment import OfflineLabeler, load_sample, parse_judgement
 from serve.evaluate.metrics import (
     accuracy,
     bleu4,
@@ -108,3 +108,10 @@ def test_offline_labeller_on_clear_cases_and_the_sample() -> None:
     assert len(rows) == 60 and {label for label, _ in rows} == {"positive", "neutral", "negative"}
     predicted = labeler.label([text for _, text in rows])
     assert accuracy(predicted, [label for label, _ in rows]) >= 0.65  # the figure the docstring reports
+
+
+def test_the_labeller_choice_reprints_the_figures_the_offline_docstring_reports() -> None:
+    from serve.evaluate.labeler_choice import compare_on_sample
+
+    scores = {name: (round(s["accuracy"], 2), round(s["macro_f1"], 2)) for name, s in compare_on_sample().items()}
+    assert scores == {"snownlp": (0.55, 0.53), "cnsenti": (0.6, 0.6), "offline-cnsenti-snownlp": (0.68, 0.67)}

