@@ -14,21 +14,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from ray import serve
+from ray import serve as ray_serve
 from ray.serve import Application
 
-from cluster.config import load_config
+from cluster.config import ConfigError, load_config
 from cluster.logs import setup_logging
 from cluster.ray_connect import ray_session
 from serve.config import ServeConfig
-from serve.api import Api
 from serve.engine import PAC_CONFIG_FILE, PEFT_CONFIG_FILE, adapter_format
 from serve.generator import Generator
+from serve.ingress import Api
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +84,8 @@ def serve_config_document(
 
 def deploy(config: ServeConfig) -> str:
     """Start Serve's proxy on config.host:port (Ray must be up) and deploy the app; returns its base URL."""
-    serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
+    ray_serve.start(http_options={"host": config.host, "port": config.port})
+    ray_serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
     host, port = proxy_address(config.host, config.port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}"
@@ -111,12 +110,11 @@ def proxy_address(wanted_host: str, wanted_port: int) -> tuple[str, int]:
 
 
 def run(config: ServeConfig) -> int:
-    """The stage entry point: deploy, serve until interrupted, then delete the app (and a Ray started here)."""
+    """The stage entry point: deploy, serve until interrupted, then delete the app (and a Ray started here).
+    Raises ConfigError, before Ray starts, when a model or adapter directory is missing."""
     problems = missing_paths(config)
     if problems:
-        for line in problems:
-            print(f"socialalign serve: config error: {line}", file=sys.stderr)
-        return 2
+        raise ConfigError("\n".join(problems))
     with ray_session(config.ray) as ray_info:
         url = deploy(config)
         models = ", ".join([config.base_model_id, *config.adapters])
@@ -125,12 +123,12 @@ def run(config: ServeConfig) -> int:
             flush=True,
         )
         try:
-            _wait_for_stop()
+            wait_for_stop()
         finally:
             log.info("stopping: deleting the %s application", config.app_name)
-            serve.delete(config.app_name)
+            ray_serve.delete(config.app_name)
             if ray_info.started_here:
-                serve.shutdown()
+                ray_serve.shutdown()
     return 0
 
 
@@ -146,7 +144,7 @@ def missing_paths(config: ServeConfig) -> list[str]:
     return problems
 
 
-def _wait_for_stop() -> None:
+def wait_for_stop() -> None:
     """Block until Ctrl-C or SIGTERM (a RayJob being stopped, a pod being deleted)."""
     stop = threading.Event()
     previous = None

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ray import serve
+from ray import serve as ray_serve
 
 from cluster.logs import setup_logging
 from cluster.metrics import count, metric
@@ -36,7 +36,7 @@ from serve.protocol import Completion, Job, UnknownModel
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(name="Generator")
+@ray_serve.deployment(name="Generator")
 class Generator:
     def __init__(self, config: ServeConfig) -> None:
         from serve.engine import LoadedModel, load_base
@@ -57,11 +57,11 @@ class Generator:
             return await self._load(model_id)
 
         # Both built here rather than as decorators, so that their sizes come from the config.
-        self.load_model = serve.multiplexed(max_num_models_per_replica=config.max_adapters_per_replica)(load_model)
+        self.load_model = ray_serve.multiplexed(max_num_models_per_replica=config.max_adapters_per_replica)(load_model)
         # Batches Serve may hand over at once (one generating, the others waiting to join the next
         # generate); Serve warns unless max_ongoing_requests >= max_batch_size * this.
         handed_over = max(1, config.max_ongoing_requests // config.max_batch_size)
-        self.batched = serve.batch(
+        self.batched = ray_serve.batch(
             max_batch_size=config.max_batch_size,
             batch_wait_timeout_s=config.batch_wait_timeout_s,
             max_concurrent_batches=handed_over,
@@ -77,11 +77,12 @@ class Generator:
         from serve.engine import Row
         from serve.prompts import encode
 
-        model_id = serve.get_multiplexed_model_id() or self.config.base_model_id
+        model_id = ray_serve.get_multiplexed_model_id() or self.config.base_model_id
         loaded = self.base_entry if model_id == self.config.base_model_id else await self.load_model(model_id)
         limit = self.config.max_prompt_tokens
         encodings = [encode(self.tokenizer, job.prompt, loaded.routing, limit) for job in jobs]
-        rows = [Row(loaded, encoding, job.sampling) for job, encoding in zip(jobs, encodings) for _ in range(job.n)]
+        rows = [Row(loaded, encoding, job.sampling) for job, encoding in zip(jobs, encodings, strict=True)
+                for _ in range(job.n)]
         done = iter(await asyncio.gather(*(self.batched(row) for row in rows)))
         return [[next(done) for _ in range(job.n)] for job in jobs]
 
@@ -124,7 +125,7 @@ class Generator:
                     if not future.done():
                         future.set_exception(error)
             else:
-                for future, completion in zip(futures, completions):
+                for future, completion in zip(futures, completions, strict=True):
                     if not future.done():  # a caller that went away has cancelled its future
                         future.set_result(completion)
                 count("serve_generated_tokens", sum(c.completion_tokens for c in completions),

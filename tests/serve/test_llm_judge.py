@@ -17,10 +17,10 @@ from aiohttp import web
 
 from cluster.http_thread import serve_in_thread
 from serve.config import ServeConfig
-from serve.api import Service
 from serve.protocol import Completion
 from serve.schemas import MacroRequest
 from serve.sentiment import LLMJudgeLabeler, make_labeler
+from serve.service import Service
 from tests.conftest import free_port
 
 

@@ -14,12 +14,13 @@ from ray.serve.schema import ServeDeploySchema
 
 from cluster.config import ConfigError, load_config
 from serve.config import ServeConfig
-from serve.api import Service, aggregate, resolve_variant
 from serve.deploy_config import render
 from serve.population import load_population, resolve_path
 from serve.protocol import Completion, InvalidPrompt, LimitExceeded
+from serve.responses import aggregate
 from serve.schemas import MacroRequest, Prediction, User, UserPosts
 from serve.sentiment import Labeler, check_labels, make_labeler
+from serve.service import Service, resolve_variant
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -161,7 +162,8 @@ def test_the_builder_reads_the_same_config_as_the_cli(tmp_path: Path, monkeypatc
     adapters = f"adapters={{pac: {tmp_path / 'pac'}, lora: {tmp_path / 'lora'}}}"
     assert [line.split(":")[0] for line in missing_paths(load_config(ServeConfig, config_path, [adapters]))] == [
         "base_model"]
-    assert run(config) == 2  # refused before Ray or Serve start
+    with pytest.raises(ConfigError, match="base_model: .* is not a local model directory"):
+        run(config)  # refused before Ray or Serve start
 
 
 def test_serve_config_checks_its_fields() -> None:

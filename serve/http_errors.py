@@ -1,0 +1,76 @@
+"""Errors as the HTTP API answers them: FastAPI's field-level `detail` and OpenAI's `error` object
+in one body, so both kinds of client read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError
+
+from serve.protocol import InvalidPrompt, LimitExceeded, UnknownModel
+
+
+class Unauthorized(Exception):
+    """A missing or wrong bearer token: 401."""
+
+
+def error_response(
+    status: int, detail: Any, message: str, kind: str, param: str | None = None, code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"detail": detail, "error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_errors(items: list[dict[str, Any]], status: int, kind: str, code: str | None = None) -> JSONResponse:
+    """An error naming each field (`loc`), its message joined into the OpenAI message."""
+    message = "; ".join(f"{'.'.join(str(p) for p in item['loc'][1:]) or 'body'}: {item['msg']}" for item in items)
+    param = (".".join(str(p) for p in items[0]["loc"][1:]) or None) if items else None
+    return error_response(status, items, message, kind, param, code)
+
+
+def body_too_large(length: str, max_request_bytes: int) -> JSONResponse:
+    item = {"loc": ["body"], "type": "limit_exceeded",
+            "msg": f"request body is {length} bytes, more than max_request_bytes={max_request_bytes}",
+            "ctx": {"limit": "max_request_bytes", "max": max_request_bytes}}
+    return field_errors([item], 413, "invalid_request_error", code="max_request_bytes")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """422 invalid input, 413 a limit, 404 unknown model, 401 bad token, 503 overloaded."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field-level messages without echoing the input (it may be huge, or not encodable).
+        items = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return field_errors(items, 422, "invalid_request_error")
+
+    @app.exception_handler(InvalidPrompt)
+    async def invalid_prompt(_: Request, exc: InvalidPrompt) -> JSONResponse:
+        return field_errors([{"loc": list(exc.loc), "msg": exc.message, "type": "invalid_prompt"}], 422,
+                            "invalid_request_error")
+
+    @app.exception_handler(LimitExceeded)
+    async def too_large(_: Request, exc: LimitExceeded) -> JSONResponse:
+        item = {"loc": list(exc.loc), "msg": exc.message, "type": "limit_exceeded",
+                "ctx": {"limit": exc.limit, "max": exc.maximum}}
+        return field_errors([item], 413, "invalid_request_error", code=exc.limit)
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(_: Request, exc: UnknownModel) -> JSONResponse:
+        return error_response(404, str(exc), str(exc), "invalid_request_error", "model", "model_not_found")
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        message = "missing or invalid bearer token"
+        return error_response(401, message, message, "authentication_error", None, "invalid_api_key",
+                              {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(BackPressureError)
+    async def overloaded(_: Request, exc: BackPressureError) -> JSONResponse:
+        message = "overloaded: too many requests queued; retry later"
+        return error_response(503, message, message, "server_error", None, "overloaded", {"Retry-After": "1"})
