@@ -8,7 +8,7 @@ STAMP := $(VENV)/.socialalign-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench clean-venv
+.PHONY: venv test lint demo bench clean-venv
 
 venv: $(STAMP)
 
@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+lint: venv
+	$(BIN)/ruff check .
+
 demo: venv
 	$(BIN)/socialalign demo
 
 bench: venv
-	@set -e; found=0; for b in bench/*.py; do [ -e "$$b" ] || continue; found=1; \
-	  echo "== $$b"; $(BIN)/python "$$b"; done; \
-	  [ $$found = 1 ] || echo "no benchmarks yet: bench/ holds none (they arrive with the stage issues)"
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python "$$b"; done
 
 clean-venv:
 	rm -rf $(VENV)
