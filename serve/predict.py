@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster.config import ConfigError
 from cluster.parquet import atomic_write_parquet, read_table_dir
 from cluster.ray_connect import ray_session
 from cluster.schemas import PREDICTIONS, SFT
@@ -33,16 +34,15 @@ BACKOFF_CAP_S = 8.0
 
 
 def run(config: PredictConfig) -> int:
+    """Predict the test rows and write them; ConfigError, before Ray starts, for no rows or no model."""
     rows = load_rows(config)
     if rows.num_rows == 0:
-        print(f"socialalign predict: no {config.variant} rows in {config.test_path} (run socialalign build-dataset)")
-        return 2
+        raise ConfigError(f"test_path: no {config.variant} rows in {config.test_path} (run socialalign build-dataset)")
+    if not config.endpoint and not (Path(config.base_model) / "config.json").is_file():
+        raise ConfigError(f"base_model: {config.base_model} is not a local Hugging Face model directory")
     if config.endpoint:
         predicted = asyncio.run(predict_via_endpoint(config, rows.to_pylist()))
     else:
-        if not (Path(config.base_model) / "config.json").is_file():
-            print(f"socialalign predict: base_model {config.base_model} is not a local Hugging Face model directory")
-            return 2
         with ray_session(config.ray):
             predicted = predict_in_process(config, rows)
     table = pa.Table.from_pylist(predicted, schema=PREDICTIONS)
@@ -108,7 +108,7 @@ class Predictor:
             rows.append(Row(self.model, encoding, self.sampling))
         out = []
         for sample in range(self.config.samples_per_user):
-            for item, completion in zip(items, generate_rows(rows, self.tokenizer) if rows else []):
+            for item, completion in zip(items, generate_rows(rows, self.tokenizer) if rows else [], strict=True):
                 out.append(_prediction(self.config, item, sample, completion.text, completion.prompt_tokens,
                                        completion.completion_tokens))
         return pa.Table.from_pylist(out, schema=PREDICTIONS)
@@ -187,7 +187,8 @@ def _prediction(config: PredictConfig, item: dict[str, Any], sample: int, text: 
     return {
         "method": config.method, "topic": item["topic"], "user_id": item["user_id"], "mid": item["mid"],
         "sample": sample, "variant": item["variant"], "prediction": text, "real": item["output"],
-        "adapter": config.adapter or config.model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "adapter": config.adapter or config.model, "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
     }
 
 

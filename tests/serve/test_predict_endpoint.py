@@ -9,13 +9,17 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
+from cluster.config import ConfigError
 from cluster.http_thread import serve_in_thread
-from serve.config import PredictConfig
+from cluster.schemas import SFT
 from serve import predict
-from serve.predict import predict_via_endpoint
+from serve.config import PredictConfig
+from serve.predict import predict_via_endpoint, run
 
 BUSY_TIMES = 2  # "busy" is answered 503 this many times, then 200
 
@@ -78,3 +82,13 @@ def test_an_endpoint_that_stays_busy_or_fails_stops_the_run() -> None:
         with pytest.raises(RuntimeError, match="answered 500"):
             asyncio.run(predict_via_endpoint(config, [row("broken")]))
     assert endpoint.calls == {"down": 4, "broken": 1}
+
+
+def test_no_rows_or_no_model_is_a_config_error_before_ray(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="test_path: no full rows"):
+        run(PredictConfig(test_path=tmp_path / "missing"))
+    (tmp_path / "test").mkdir()
+    sft_row = {field.name: None if field.nullable else "x" for field in SFT} | {"variant": "full"}
+    pq.write_table(pa.Table.from_pylist([sft_row], schema=SFT), tmp_path / "test" / "part-0.parquet")
+    with pytest.raises(ConfigError, match="base_model: .* is not a local Hugging Face model directory"):
+        run(PredictConfig(test_path=tmp_path / "test", base_model=str(tmp_path / "no-model")))

@@ -1,0 +1,72 @@
+"""Per method: micro averages, and the macro metrics per topic and averaged over the topics."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+
+from serve import SENTIMENTS
+from serve.evaluate.metrics import MACRO_METRICS, accuracy, distribution, macro_f1, macro_metrics
+
+MEAN = "(mean)"
+MICRO = ("rouge1", "rouge2", "rougeL", "bleu4", "length_ratio")
+SUMMARY = pa.schema(
+    [("method", pa.string()), ("predictions", pa.int64()), *((name, pa.float64()) for name in MICRO),
+     ("sentiment_accuracy", pa.float64()), ("sentiment_macro_f1", pa.float64()), ("js", pa.float64()),
+     ("kl", pa.float64()), ("tv", pa.float64()), ("emd", pa.float64()), ("unlabelled", pa.int64()),
+     ("real_unlabelled", pa.int64()), ("labeler", pa.string())]
+)
+
+
+def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], list[dict]]:
+    """Per method: micro averages and the macro metrics per topic and on average."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_method[row["method"]].append(row)
+    summary, macro = [], []
+    for method, items in sorted(by_method.items()):
+        topics: dict[str, list[dict]] = defaultdict(list)
+        for row in items:
+            topics[row["topic"]].append(row)
+        per_topic = [_topic_macro(method, topic, topic_rows) for topic, topic_rows in sorted(topics.items())]
+        mean = {name: _mean(row[name] for row in per_topic) for name in MACRO_METRICS}
+        macro += per_topic + [{"method": method, "topic": MEAN, "real_distribution": None,
+                               "predicted_distribution": None, "predictions": len(items), **mean}]
+        labels = ([row["predicted_label"] for row in items], [row["real_label"] for row in items])
+        summary.append({
+            "method": method, "predictions": len(items),
+            **{name: _mean(row[name] for row in items) for name in MICRO},
+            "sentiment_accuracy": accuracy(*labels), "sentiment_macro_f1": macro_f1(*labels), **mean,
+            "unlabelled": sum(label not in SENTIMENTS for label in labels[0]),
+            "real_unlabelled": sum(label not in SENTIMENTS for label in _real_labels(items)),
+            "labeler": labeler,
+        })
+    return summary, macro
+
+
+def _topic_macro(method: str, topic: str, rows: list[dict]) -> dict[str, Any]:
+    """One topic's distributions and macro metrics; None where one side has no labelled post."""
+    real, predicted = distribution(_real_labels(rows)), distribution([row["predicted_label"] for row in rows])
+    return {"method": method, "topic": topic, "real_distribution": list(real) if real else None,
+            "predicted_distribution": list(predicted) if predicted else None, "predictions": len(rows),
+            **macro_metrics(real, predicted)}
+
+
+def _real_labels(rows: list[dict]) -> list[str]:
+    """Each real post counts once, however many samples were drawn for it."""
+    return list({row["mid"]: row["real_label"] for row in rows}.values())
+
+
+def _mean(values) -> float | None:
+    """The mean of the values there are; None (null in Parquet, n/a in the report) when there are none."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def figures(summary_row: dict[str, Any]) -> dict[str, Any]:
+    """A method's summary figures for `_SUCCESS.json`: NaN (nothing to score) written as null."""
+    return {name: None if isinstance(value, float) and math.isnan(value) else value
+            for name, value in summary_row.items() if name not in ("method", "labeler")}
