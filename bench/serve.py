@@ -36,7 +36,6 @@ import torch
 
 from cluster.ray_connect import init_ray
 from cluster.stage_config import RayConfig
-from serve.config import ServeConfig
 from pac_lora import (
     PACLoraConfig,
     apply_pac_lora,
@@ -44,6 +43,7 @@ from pac_lora import (
     load_base_model,
     save_adapter,
 )
+from serve.config import ServeConfig
 
 NEWS = ["北京发布了新的交通政策。", "上海暴雨，地铁部分停运。", "新手机发布会今天举行，价格良心。", "奥运会今晚开幕。"]
 
@@ -63,7 +63,8 @@ def bodies(count: int, max_new_tokens: int) -> list[dict]:
     return [
         {
             "model": "pac",
-            "user": {"name": f"用户{i}", "history": ["今天天气不错，出去走走。"] * (1 + i % 5), "persona": "积极乐观" * (1 + i % 3)},
+            "user": {"name": f"用户{i}", "history": ["今天天气不错，出去走走。"] * (1 + i % 5),
+                     "persona": "积极乐观" * (1 + i % 3)},
             "news": NEWS[i % len(NEWS)] * (1 + i % 2),
             "topic": f"话题{i % 7}",
             "decoding": {"temperature": 0, "max_new_tokens": max_new_tokens},
@@ -107,7 +108,7 @@ def send_all(url: str, requests_: list[dict], concurrency: int) -> tuple[float, 
             results = list(pool.map(send, requests_))
     elapsed = time.perf_counter() - began
     stats = generator_stats()
-    batches = list(zip(stats["batch_sizes"], stats["batch_seconds"]))[seen:]
+    batches = list(zip(stats["batch_sizes"], stats["batch_seconds"], strict=True))[seen:]
     return elapsed, [latency for latency, _ in results], [text for _, text in results], batches
 
 
@@ -173,7 +174,8 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - began, 1),
     }
     print(
-        f"batched: {figures['batched_rps']} req/s (p50 {figures['batched_p50_ms']} ms, p95 {figures['batched_p95_ms']} ms, "
+        f"batched: {figures['batched_rps']} req/s "
+        f"(p50 {figures['batched_p50_ms']} ms, p95 {figures['batched_p95_ms']} ms, "
         f"mean batch {figures['mean_batch_size']}); one at a time: {figures['sequential_rps']} req/s "
         f"(p50 {figures['sequential_p50_ms']} ms, p95 {figures['sequential_p95_ms']} ms)",
         file=sys.stderr,

@@ -55,7 +55,8 @@ def test_auth_is_enforced_on_the_api_when_a_token_is_configured(served) -> None:
         for response in (served.get("/v1/models", token=token), served.post("/v1/predict/micro", micro(), token=token)):
             assert response.status_code == 401
             assert response.headers["www-authenticate"] == "Bearer"
-    assert requests.get(served.url + "/v1/models", headers={"Authorization": f"Basic {served.token}"}).status_code == 401
+    basic = {"Authorization": f"Basic {served.token}"}
+    assert requests.get(served.url + "/v1/models", headers=basic, timeout=30).status_code == 401
     assert served.get("/v1/models").status_code == 200
 
 
@@ -178,7 +179,8 @@ NEWS = ["北京发布了新的交通政策。", "上海暴雨，地铁停运。"
 
 
 def varied_request(index: int, model: str) -> dict:
-    user = {"name": f"用户{index}", "history": ["今天天气不错。" * (index % 3 + 1)] * (index % 4), "persona": "乐观" * index}
+    user = {"name": f"用户{index}", "history": ["今天天气不错。" * (index % 3 + 1)] * (index % 4),
+            "persona": "乐观" * index}
     body = {"model": model, "user": user, "news": NEWS[index % 4] * (index % 2 + 1), "topic": f"话题{index}",
             "decoding": {"temperature": 0, "max_new_tokens": 6 + index % 3}}
     return body
@@ -240,7 +242,8 @@ def test_models_and_chat_completions_through_the_openai_client(client) -> None:
     again = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=8)
     assert first.choices[0].message.content == again.choices[0].message.content
     assert first.choices[0].finish_reason in ("stop", "length") and first.model == "alpha"
-    assert first.usage.prompt_tokens > 0 and first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+    usage = first.usage
+    assert usage.prompt_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     other = client.chat.completions.create(model="beta", messages=messages, temperature=0, max_tokens=8)
     assert other.choices[0].message.content != first.choices[0].message.content
     several = client.chat.completions.create(
@@ -251,7 +254,8 @@ def test_models_and_chat_completions_through_the_openai_client(client) -> None:
 
 def test_streaming_and_errors_through_the_openai_client(client, served) -> None:
     messages = [{"role": "user", "content": "你好"}]
-    chunks = list(client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=6, stream=True))
+    chunks = list(client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=6,
+                                                 stream=True))
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     plain = client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=6)
     assert streamed == plain.choices[0].message.content
@@ -401,8 +405,8 @@ def test_overload_answers_503_and_never_crashes(served) -> None:
 @pytest.mark.parametrize("adapter_id", ["alpha", "lora"])  # PAC-LoRA, and the peft LoRA baseline
 def test_predict_through_the_app_equals_predicting_in_process(served, tiny_models, tmp_path, adapter_id) -> None:
     from cluster.stage_config import RayConfig
-    from serve.config import PredictConfig
     from pac_lora import format_history_post, research_prompt_parts
+    from serve.config import PredictConfig
     from serve.predict import run as predict
 
     rows = []
@@ -429,7 +433,8 @@ def test_predict_through_the_app_equals_predicting_in_process(served, tiny_model
     local_rows = pq.read_table(tmp_path / "local.parquet").to_pylist()
     assert len(app_rows) == len(local_rows) == 2  # the full rows only, one sample each
     key = lambda row: (row["topic"], row["mid"], row["sample"])  # noqa: E731
-    assert [r["prediction"] for r in sorted(app_rows, key=key)] == [r["prediction"] for r in sorted(local_rows, key=key)]
+    app_posts, local_posts = ([r["prediction"] for r in sorted(read, key=key)] for read in (app_rows, local_rows))
+    assert app_posts == local_posts
     assert all(row["real"] == "真实的微博" for row in app_rows)
     assert {row["method"] for row in app_rows} == {adapter_id}
 

@@ -15,8 +15,8 @@ from cluster.config import ConfigError, load_config
 from cluster.reports import read_report
 from cluster.schemas import MACRO, PREDICTIONS, SCORED
 from cluster.stage_config import RayConfig
-from serve.evaluate.config import EvaluateConfig
 from serve import UNLABELLED
+from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.job import run
 from serve.evaluate.predictions import PredictionsError, load_predictions
 from serve.evaluate.report import write_report

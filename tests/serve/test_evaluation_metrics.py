@@ -8,7 +8,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from serve.sentiment import OfflineLabeler, load_sample, parse_judgement
 from serve.evaluate.metrics import (
     accuracy,
     bleu4,
@@ -23,6 +22,7 @@ from serve.evaluate.metrics import (
     rouge_n,
     total_variation,
 )
+from serve.sentiment import OfflineLabeler, load_sample, parse_judgement
 
 
 def test_rouge_by_hand() -> None:
@@ -75,7 +75,7 @@ def test_divergences_by_hand() -> None:
     assert kl((0.5, 0.5, 0), (0.25, 0.25, 0.5)) == pytest.approx(math.log(2))
     smoothed = kl((1, 0, 0), (0, 1, 0), smoothing=1e-3)
     p, q = [(1 + 1e-3) / 1.003, 1e-3 / 1.003, 1e-3 / 1.003], [1e-3 / 1.003, (1 + 1e-3) / 1.003, 1e-3 / 1.003]
-    assert smoothed == pytest.approx(sum(a * math.log(a / b) for a, b in zip(p, q)))
+    assert smoothed == pytest.approx(sum(a * math.log(a / b) for a, b in zip(p, q, strict=True)))
     assert math.isfinite(macro_metrics((1, 0, 0), (0, 0, 1))["kl"])
 
 
@@ -94,8 +94,10 @@ def test_divergence_properties(p, q) -> None:
     assert earth_movers(p, q) >= total_variation(p, q) - 1e-12  # moving mass costs at least one step
 
 
-@pytest.mark.parametrize(("answer", "label"), [("正面", "positive"), (" 负面。", "negative"), ("Neutral", "neutral"),
-                                               ("中性！", "neutral"), ("我觉得是正面", None), ("正面/负面", None), ("", None)])
+@pytest.mark.parametrize(("answer", "label"), [
+    ("正面", "positive"), (" 负面。", "negative"), ("Neutral", "neutral"), ("中性！", "neutral"),
+    ("我觉得是正面", None), ("正面/负面", None), ("", None),
+])
 def test_judge_answers_are_parsed_strictly(answer: str, label: str | None) -> None:
     assert parse_judgement(answer) == label
 
