@@ -23,7 +23,7 @@ class DecodingConfig(StrictModel):
 
 
 class ServeConfig(StageConfig):
-    """Stage 4: Ray Serve application for micro and macro prediction and an OpenAI-compatible API.
+    """The Ray Serve application for micro and macro prediction and an OpenAI-compatible API.
 
     Two deployments: `Generator` (the base model, PAC-LoRA adapters multiplexed per replica,
     dynamic batching) and `Api` (the FastAPI ingress). Limits bound what one request may ask for;

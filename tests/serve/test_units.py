@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Keywords:
-    """A toy labeler: what a real one (evaluation issue) plugs in as."""
+    """A toy labeler, plugged in as any other labeller is."""
 
     name = "keywords"
 
