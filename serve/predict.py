@@ -9,7 +9,6 @@ batched `generate` per batch, as the serve app does), or through a running serve
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 from collections import Counter
@@ -22,6 +21,7 @@ import pyarrow.compute as pc
 from cluster.config import ConfigError
 from cluster.parquet import atomic_write_parquet, read_table_dir
 from cluster.ray_connect import ray_session
+from cluster.retry import Backoff, retrying
 from cluster.schemas import PREDICTIONS, SFT
 from serve.config import PredictConfig
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SKIPPED_STATUSES = (413, 422)  # the app refuses the row itself (too long, invalid): asking again cannot help
 MAX_ATTEMPTS = 6  # per row while the app answers 503 (overloaded)
-BACKOFF_S = 0.5
+BACKOFF_S = 0.5  # the first wait, doubling up to BACKOFF_CAP_S (with jitter), unless the app says Retry-After
 BACKOFF_CAP_S = 8.0
 
 
@@ -143,29 +143,42 @@ async def predict_via_endpoint(config: PredictConfig, rows: list[dict[str, Any]]
 
 
 async def _post(session: Any, url: str, request: dict[str, Any], row_id: str, tally: Counter) -> dict | None:
-    """The 200 answer's body; None for a refused row (counted by status in `tally`)."""
-    for attempt in itertools.count(1):  # ends by returning or raising, by MAX_ATTEMPTS at the latest
-        async with session.post(url, json=request) as response:
-            status, text = response.status, await response.text()
-            retry_after = response.headers.get("Retry-After", "")
-        if status == 200:
-            return json.loads(text)
-        if status in SKIPPED_STATUSES:
-            tally[status] += 1
-            log.warning("skipped %s: %s answered %d: %s", row_id, url, status, text[:300])
-            return None
-        if status != 503 or attempt == MAX_ATTEMPTS:
-            tries = f" after {attempt} tries" if attempt > 1 else ""
-            raise RuntimeError(f"{url} answered {status} for {row_id}{tries}: {text[:300]}")
-        tally["retries"] += 1
-        await asyncio.sleep(_backoff(attempt, retry_after))
-    return None
+    """The 200 answer's body; None for a refused row (counted by status in `tally`). A 503 is asked
+    again by the shared retry policy (its Retry-After honoured), MAX_ATTEMPTS tries at most."""
+    policy = Backoff(attempts=MAX_ATTEMPTS, initial_s=BACKOFF_S, max_s=BACKOFF_CAP_S)
+    tries = 0
+    try:
+        async for attempt in retrying(policy, lambda error: getattr(error, "status", None) == 503,
+                                      lambda error: getattr(error, "retry_after", None)):
+            with attempt:
+                tries += 1
+                tally["retries"] += tries > 1
+                return await _post_once(session, url, request, row_id, tally)
+    except Answered as answer:
+        after = f" after {tries} tries" if tries > 1 else ""
+        raise RuntimeError(f"{url} answered {answer.status} for {row_id}{after}: {answer.text[:300]}") from None
+    raise AssertionError("unreachable: retrying() raises the last failure")
 
 
-def _backoff(attempt: int, retry_after: str) -> float:
-    """Doubling from BACKOFF_S, at least what the server's Retry-After asks, at most BACKOFF_CAP_S."""
-    asked = float(retry_after) if retry_after.strip().isdigit() else 0.0
-    return min(max(BACKOFF_S * 2 ** (attempt - 1), asked), BACKOFF_CAP_S)
+class Answered(Exception):
+    """The app answered neither 200 nor a refusal of the row: 503 (busy, worth asking again) or worse."""
+
+    def __init__(self, status: int, text: str, retry_after: str | None) -> None:
+        super().__init__(status, text, retry_after)
+        self.status, self.text, self.retry_after = status, text, retry_after
+
+
+async def _post_once(session: Any, url: str, request: dict[str, Any], row_id: str, tally: Counter) -> dict | None:
+    async with session.post(url, json=request) as response:
+        status, text = response.status, await response.text()
+        retry_after = response.headers.get("Retry-After")
+    if status == 200:
+        return json.loads(text)
+    if status in SKIPPED_STATUSES:
+        tally[status] += 1
+        log.warning("skipped %s: %s answered %d: %s", row_id, url, status, text[:300])
+        return None
+    raise Answered(status, text, retry_after)
 
 
 def _micro_request(config: PredictConfig, item: dict[str, Any]) -> dict[str, Any]:

@@ -70,12 +70,9 @@ def labeler_options(config: EvaluateConfig) -> dict[str, Any]:
     """Keyword arguments of the labeller: the `judge` endpoint for llm-judge, none for the others."""
     if config.labeler != "llm-judge":
         return {}
-    judge = config.judge
-    if not judge.base_url or not judge.model:
+    if not config.judge.base_url or not config.judge.model:
         raise ConfigError("labeler=llm-judge needs judge.base_url and judge.model (any OpenAI-compatible endpoint)")
-    return {"base_url": judge.base_url, "model": judge.model,
-            "api_key": judge.api_key.get_secret_value() if judge.api_key else None,
-            "concurrency": judge.concurrency, "timeout_s": judge.timeout_s, "max_retries": judge.max_retries}
+    return {"endpoint": config.judge}
 
 
 def _labeler_name(config: EvaluateConfig, reported: str) -> str:

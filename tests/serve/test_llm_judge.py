@@ -1,6 +1,6 @@
 """The LLM judge through the real `openai` client against a local OpenAI-compatible server.
 
-The server is written here rather than taken from `dataset_jobs.fake_llm.FakeLLM`: that one answers
+The server is written here rather than taken from `tests.fakes.openai_server.FakeLLM`: that one answers
 every prompt with a persona, while these tests need a chosen answer per post and the key it was sent.
 """
 
@@ -108,3 +108,17 @@ def test_the_key_comes_from_the_environment_when_not_given(monkeypatch: pytest.M
         judge.keys.clear()
         judge_at(url, max_retries=0, api_key="sk-given").label(["支持新政！"])
         assert judge.keys == {"Bearer sk-given"}
+
+
+def test_evaluation_hands_the_judge_its_endpoint_config() -> None:
+    from serve.evaluate.config import EvaluateConfig
+    from serve.evaluate.job import labeler_options
+
+    judge = Judge({"支持新政！": "正面"})
+    with judge.running() as url:
+        config = EvaluateConfig(labeler="llm-judge", judge={"base_url": url, "model": "judge", "max_retries": 0})
+        labeler = make_labeler(config.labeler, **labeler_options(config))
+        assert isinstance(labeler, LLMJudgeLabeler) and labeler.endpoint is config.judge
+        assert labeler.label(["支持新政！"], topic="北京交通新政") == ["positive"]
+    with pytest.raises(ValueError, match="max_retry"):  # serve's labeler_options are the endpoint's fields
+        make_labeler("llm-judge", base_url=url, model="judge", max_retry=3)

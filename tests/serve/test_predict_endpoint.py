@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,8 @@ BUSY_TIMES = 2  # "busy" is answered 503 this many times, then 200
 
 
 class Endpoint:
-    """/v1/predict/micro answering by the user's name: ok, busy (503 then 200), big (413), bad (422),
-    down (always 503), broken (500)."""
+    """/v1/predict/micro answering by the user's name: ok, busy (503 then 200), later (503 with
+    Retry-After: 1, then 200), big (413), bad (422), down (always 503), broken (500)."""
 
     def __init__(self) -> None:
         self.calls: Counter = Counter()
@@ -45,6 +46,8 @@ class Endpoint:
         status = {"big": 413, "bad": 422, "down": 503, "broken": 500}.get(name, 200)
         if name == "busy" and self.calls[name] <= BUSY_TIMES:
             status = 503
+        if name == "later" and self.calls[name] == 1:
+            return web.json_response({"detail": "overloaded"}, status=503, headers={"Retry-After": "1"})
         if status != 200:
             return web.json_response({"detail": f"{name} refused"}, status=status)
         predictions = [{"text": f"{name}的微博{k}", "completion_tokens": 3} for k in range(body["n"])]
@@ -71,6 +74,16 @@ def test_busy_rows_are_retried_and_refused_rows_skipped_and_counted(caplog: pyte
         ("busy", 0, "busy的微博0"), ("busy", 1, "busy的微博1"), ("ok", 0, "ok的微博0"), ("ok", 1, "ok的微博1")]
     assert endpoint.calls == {"ok": 1, "busy": BUSY_TIMES + 1, "big": 1, "bad": 1}  # refused rows: not retried
     assert "2 of 4 rows predicted, 2 skipped (413: 1, 422: 1), 2 retries after 503" in caplog.text
+
+
+def test_a_busy_endpoints_retry_after_is_honoured() -> None:
+    endpoint = Endpoint()
+    with endpoint.running() as url:
+        began = time.monotonic()
+        predicted = asyncio.run(predict_via_endpoint(PredictConfig(endpoint=url), [row("later")]))
+        waited = time.monotonic() - began
+    assert [p["prediction"] for p in predicted] == ["later的微博0"] and endpoint.calls == {"later": 2}
+    assert waited >= 1.0  # the computed backoff here is at most 0.01 s
 
 
 def test_an_endpoint_that_stays_busy_or_fails_stops_the_run() -> None:
