@@ -88,6 +88,7 @@ STAGES: dict[str, Stage] = {
             "serve micro/macro prediction and an OpenAI-compatible API (Ray Serve)",
             config="serve.config:ServeConfig",
             runner="serve.app:run",
+            actions={"deploy-config": "serve.deploy_config:main"},
         ),
         Stage(
             "predict",
