@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from cluster import k8s
-from crawl_actors.config import CrawlConfig
-from train_jobs.config import TrainConfig
 from cluster.stages import STAGES
+from crawl_actors.config import CrawlConfig
 from tests.k8s.conftest import OVERLAYS, REPO
+from train_jobs.config import TrainConfig
 
 BATCH_STAGES = {"crawl": "crawl_actors", "build-dataset": "dataset_jobs", "train": "train_jobs",
                 "evaluate": "serve.evaluate"}
@@ -88,8 +88,8 @@ def test_the_cli_refuses_to_skip_the_crd_schemas_unless_told(
     dev = str(REPO / "k8s" / "overlays" / "dev")
     monkeypatch.setenv("SOCIALALIGN_KUBERAY_CRDS", str(tmp_path))  # an empty directory
     assert k8s.main([dev]) == 2
-    assert f"error: no KubeRay CRDs (ray.io_rayclusters.yaml, ray.io_rayjobs.yaml, ray.io_rayservices.yaml) in {tmp_path}" \
-        in capsys.readouterr().err
+    crd_files = "ray.io_rayclusters.yaml, ray.io_rayjobs.yaml, ray.io_rayservices.yaml"
+    assert f"error: no KubeRay CRDs ({crd_files}) in {tmp_path}" in capsys.readouterr().err
     assert k8s.main([dev, "--crds", str(tmp_path)]) == 2
     assert k8s.main([dev, "--no-crds"]) == 0
     captured = capsys.readouterr()
@@ -122,11 +122,12 @@ def test_serve_config_v2_is_the_file_the_cli_uses(renders) -> None:
 def test_images_and_the_ray_version_are_set_in_one_place(renders) -> None:
     component = yaml.safe_load((REPO / "k8s" / "components" / "versions" / "kustomization.yaml").read_text())
     pinned = {i["name"]: f"{i.get('newName', i['name'])}:{i['newTag']}" for i in component["images"]}
-    ray_version = yaml.safe_load((REPO / "k8s" / "components" / "versions" / "versions.yaml").read_text())["data"]["rayVersion"]
+    versions = yaml.safe_load((REPO / "k8s" / "components" / "versions" / "versions.yaml").read_text())
+    ray_version = versions["data"]["rayVersion"]
     for objects in renders.values():
         images = {c["image"] for o in objects for _, spec, _ in k8s.pod_templates(o) for c in spec["containers"]}
         assert images == set(pinned.values())
-        assert {k8s._cluster_spec(o)["rayVersion"] for o in objects if o["kind"] in k8s.RAY_KINDS} == {ray_version}
+        assert {k8s.cluster_spec(o)["rayVersion"] for o in objects if o["kind"] in k8s.RAY_KINDS} == {ray_version}
     # Nowhere else: manifests name the bare image and never a rayVersion; the Dockerfile and the pin agree.
     for path in (REPO / "k8s").rglob("*.yaml"):
         if "components" not in path.parts:
@@ -155,7 +156,7 @@ def test_dev_is_cpu_only_small_and_one_node(renders) -> None:
     objects = renders["dev"]
     assert "nvidia.com/gpu" not in yaml.safe_dump_all(objects)
     for obj in (o for o in objects if o["kind"] in k8s.RAY_KINDS):
-        cluster = k8s._cluster_spec(obj)
+        cluster = k8s.cluster_spec(obj)
         assert not cluster.get("workerGroupSpecs"), obj["metadata"]["name"]
         assert k8s.ray_resources(cluster["headGroupSpec"]) == (4, 0)
     assert {o["spec"]["accessModes"][0] for o in objects if o["kind"] == "PersistentVolumeClaim"} == {"ReadWriteOnce"}
@@ -167,7 +168,7 @@ def test_gpu_overlay_gives_train_and_serve_gpus_and_bf16(renders) -> None:
     objects = renders["gpu"]
     train_job, serve = find(objects, "RayJob", "socialalign-train"), find(objects, "RayService")
     for obj in (train_job, serve):
-        groups = k8s._cluster_spec(obj)["workerGroupSpecs"]
+        groups = k8s.cluster_spec(obj)["workerGroupSpecs"]
         assert all(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] for g in groups)
         assert all(g["template"]["spec"]["tolerations"] for g in groups)
     others = [o for o in objects if o["kind"] == "RayJob" and o is not train_job]
@@ -185,9 +186,9 @@ def test_dev_crawl_reads_the_simulator_it_deploys(renders) -> None:
     from crawl_actors.tasks import BEIJING
 
     objects = renders["dev"]
-    args = find(objects, "Deployment", "socialalign-weibo-simulator")["spec"]["template"]["spec"]["containers"][0]["args"]
-    valued = [a for a in args if a != "--unlimited"]
-    options = dict(zip(valued[::2], valued[1::2]))
+    simulator_pod = find(objects, "Deployment", "socialalign-weibo-simulator")["spec"]["template"]["spec"]
+    valued = [a for a in simulator_pod["containers"][0]["args"] if a != "--unlimited"]
+    options = dict(zip(valued[::2], valued[1::2], strict=True))
     simulator = WeiboSimulator(SimulatorConfig(seed=int(options["--seed"]), num_users=int(options["--users"])))
     topics = simulator.topics()
     crawl = CrawlConfig.model_validate(yaml.safe_load(stage_config(objects, "crawl.yaml")))
@@ -198,12 +199,12 @@ def test_dev_crawl_reads_the_simulator_it_deploys(renders) -> None:
     assert {str(url) for url in crawl.endpoints.model_dump().values()} == {"http://socialalign-weibo-simulator:8765"}
 
 
-# --- the README's deploy steps fit the tree ------------------------------------------------------
+# --- the guide's deploy steps fit the tree ------------------------------------------------------
 
 
 def _deploy_section() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    start = text.index("## Deploy on Kubernetes")
+    text = (REPO / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    start = text.index("## Deploy step by step")
     return text[start : text.index("\n## ", start + 1)]
 
 
@@ -252,7 +253,7 @@ def _job(objects: list[dict[str, Any]], stage: str) -> dict[str, Any]:
 
 
 def _head(obj: dict[str, Any]) -> dict[str, Any]:
-    return k8s._cluster_spec(obj)["headGroupSpec"]["template"]["spec"]["containers"][0]
+    return k8s.cluster_spec(obj)["headGroupSpec"]["template"]["spec"]["containers"][0]
 
 
 def _set_config(objects: list[dict[str, Any]], key: str, **values: Any) -> None:
@@ -296,6 +297,10 @@ def _config_not_mounted(objects):
 def _serve_config_drift(objects):
     serve = find(objects, "RayService")
     serve["spec"]["serveConfigV2"] = serve["spec"]["serveConfigV2"].replace("port: 8000", "port: 8001")
+
+
+def _serve_yaml_names_another_app(objects):
+    _set_config(objects, "serve.yaml", app_name="another-app")
 
 
 def _secret_as_literal(objects):
@@ -353,7 +358,8 @@ def _unpinned_image(objects):
 
 BROKEN = {
     # (how to break the gpu render, which check, what it must say)
-    "type error in a RayJob": (_replicas_as_text, "ray_schema", "workerGroupSpecs.0.replicas: 'two' is not of type 'integer'"),
+    "type error in a RayJob": (
+        _replicas_as_text, "ray_schema", "workerGroupSpecs.0.replicas: 'two' is not of type 'integer'"),
     "unknown RayJob field": (_misspelt_field, "ray_schema", "'shutdownAfterJobFinish' was unexpected"),
     "missing Secret": (_unknown_secret, "references", "Secret 'socialalign-secretz' is not in the render"),
     "missing Secret key": (_unknown_secret_key, "references", "has no key 'serve-tokn'"),
@@ -363,6 +369,8 @@ BROKEN = {
     "stage config invalid": (_bad_stage_config, "stages", "train.yaml:"),
     "config not on the ConfigMap": (_config_not_mounted, "stages", "/etc/train.yaml: not on a ConfigMap volume"),
     "serveConfigV2 drifted": (_serve_config_drift, "serve", "differs from serve/serve_config.yaml"),
+    "serveConfigV2 not what deploy_config writes": (
+        _serve_yaml_names_another_app, "serve", "is not what `python -m serve.deploy_config` writes"),
     "secret as a literal": (_secret_as_literal, "serve", "SOCIALALIGN_SERVE_TOKEN is a secret but set as a literal"),
     "secret in the runtime env": (_secret_in_runtime_env, "stages", "SOCIALALIGN_WEIBO_COOKIES is a secret"),
     "type error in a Deployment": (_deployment_replicas_as_text, "core_schema", "'one' is not of type 'integer'"),
@@ -372,8 +380,10 @@ BROKEN = {
     "output off the volumes": (_path_off_the_volumes, "stages", "/tmp/evaluation: not on a volume"),
     "URL to no Service": (_redis_url_to_nowhere, "stages", "no Service 'socialalign-rediz'"),
     "RayJob name too long": (_name_too_long, "kuberay_rules", "at most 47 characters"),
-    "suspend without shutdown": (_suspended_without_shutdown, "kuberay_rules", "suspend needs shutdownAfterJobFinishes"),
-    "worker group without maxReplicas": (_worker_group_without_bounds, "kuberay_rules", "set minReplicas and maxReplicas"),
+    "suspend without shutdown": (
+        _suspended_without_shutdown, "kuberay_rules", "suspend needs shutdownAfterJobFinishes"),
+    "worker group without maxReplicas": (
+        _worker_group_without_bounds, "kuberay_rules", "set minReplicas and maxReplicas"),
     "image without a tag": (_unpinned_image, "stages", "has no pinned tag"),
 }
 
@@ -407,7 +417,8 @@ def test_int_or_string_quantities_are_accepted(renders, crd_schemas) -> None:
 
 def test_preserve_unknown_fields_allows_any_field() -> None:
     schema = k8s.openapi_to_json_schema({"type": "object", "properties": {
-        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {"type": "string"}}},
+        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                 "properties": {"a": {"type": "string"}}},
         "closed": {"type": "object", "properties": {"a": {"type": "string"}}}}})
     from jsonschema import Draft7Validator
 
@@ -424,8 +435,8 @@ def test_a_broken_kustomization_on_disk_fails(tmp_path: Path, crd_dir: Path, ren
     (tmp_path / "broken.yaml").write_text(
         "- {op: replace, path: /spec/entrypoint, value: python -m crawl_actorz --config /config/crawl.yaml}\n"
         "- {op: replace, path: /spec/rayClusterSpec/workerGroupSpecs/0/replicas, value: two}\n"
-        "- {op: replace, path: /spec/rayClusterSpec/headGroupSpec/template/spec/containers/0/env/0/valueFrom/secretKeyRef/name,"
-        " value: no-such-secret}\n")
+        "- {op: replace, path: /spec/rayClusterSpec/headGroupSpec/template/spec/containers/0/env/0/valueFrom/"
+        "secretKeyRef/name, value: no-such-secret}\n")
     problems = k8s.validate(k8s.render(tmp_path), crd_dir)
     assert any("'two' is not of type 'integer'" in p for p in problems), problems
     assert any("'crawl_actorz' is not a stage module" in p for p in problems), problems
