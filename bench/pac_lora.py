@@ -66,8 +66,12 @@ class ResearchLinear(nn.Module):
         self.lora_B = nn.ModuleList(nn.Linear(r, base.out_features, bias=False) for _ in range(experts))
         for b in self.lora_B:
             nn.init.normal_(b.weight, std=0.02)
-        self.gate_a = nn.Sequential(nn.Linear(base.in_features, 32, bias=False), nn.GELU(), nn.Linear(32, experts, bias=False))
-        self.gate_b = nn.Sequential(nn.Linear(base.in_features, 32, bias=False), nn.GELU(), nn.Linear(32, experts, bias=False))
+        self.gate_a = self._router(base.in_features, experts)
+        self.gate_b = self._router(base.in_features, experts)
+
+    @staticmethod
+    def _router(d_in: int, experts: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(d_in, 32, bias=False), nn.GELU(), nn.Linear(32, experts, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
@@ -210,8 +214,10 @@ def main() -> None:
     for variant, seconds in measure_time(args.rounds).items():
         figures[variant]["step_s"] = seconds
         f = figures[variant]
-        print(f"{variant:<20} step {f['step_s']:.3f} s   peak +{f['peak_mib']:.0f} MiB   saved {f['saved_mib']:.0f} MiB",
-              file=sys.stderr)
+        print(
+            f"{variant:<20} step {f['step_s']:.3f} s   peak +{f['peak_mib']:.0f} MiB   saved {f['saved_mib']:.0f} MiB",
+            file=sys.stderr,
+        )
     counts = {
         scope: adapter_parameter_counts(PACLoraConfig(router_scope=scope), QWEN25_7B["linears"], QWEN25_7B["layers"],
                                         QWEN25_7B["hidden"])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pac_lora.config import PACLoraConfig
+from pac_lora import PACLoraConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,15 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def count_for(model_dir: Path, config: PACLoraConfig) -> tuple[dict[str, int], int, int]:
+def count_for(directory: Path, config: PACLoraConfig) -> tuple[dict[str, int], int, int]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pac_lora.model import adapter_parameter_counts
+    from pac_lora import adapter_parameter_counts, model_dir
 
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir}: not a local Hugging Face model directory (no config.json)")
-    model_config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    model_config = AutoConfig.from_pretrained(model_dir(directory), local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
     first_layer = model.model.layers[0]

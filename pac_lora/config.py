@@ -1,11 +1,16 @@
-"""PACLoraConfig: the adapter's shape and routing, defaults from the research code."""
+"""PACLoraConfig: the adapter's shape and routing, defaults from the research code.
+
+It is also the `adapter:` section of the train stage's config, so a typo there is named with the
+field it meant, and saved beside the adapter weights as `pac_lora_config.json`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CONFIG_FILE = "pac_lora_config.json"
 ADAPTER_FORMAT = "socialalign-pac-lora"
@@ -15,53 +20,74 @@ Routing = Literal["sequence", "token"]
 GateMode = Literal["both", "avg_a", "avg_b", "avg_both"]
 RouterScope = Literal["module", "layer"]
 
-_CHOICES = {
-    "routing": ("sequence", "token"),
-    "gate_mode": ("both", "avg_a", "avg_b", "avg_both"),
-    "router_scope": ("module", "layer"),
-}
 
-
-@dataclass(frozen=True)
-class PACLoraConfig:
+class PACLoraConfig(BaseModel):
     """N analyze experts A_i (r x d_in) mixed by a news-side router, M compose experts B_j (d_out x r)
     mixed by a user-side router, on every target linear: y = W0 x + (alpha/r) sum_j gB_j B_j sum_i gA_i A_i x.
 
-    routing: "sequence" pools each router's input over its span once per sequence (our default);
-             "token" routes every token on its span-masked input (the research behaviour).
-    gate_mode: "both" routes both sides; "avg_a" / "avg_b" / "avg_both" use uniform gates instead
-             (the research ablations).
-    router_scope: "module" gives every wrapped linear its own router pair (research); "layer" shares
-             one pair per decoder layer, read from the layer input (a target outside the decoder
-             layers, such as lm_head, keeps a pair of its own).
+    The LoRA baseline takes r, alpha, dropout and target_modules from the same model.
     """
 
-    num_analyze_experts: int = 3
-    num_compose_experts: int = 3
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.1
-    router_hidden: int = 32
-    target_modules: tuple[str, ...] = field(default=DEFAULT_TARGETS)
-    routing: Routing = "sequence"
-    gate_mode: GateMode = "both"
-    router_scope: RouterScope = "module"
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        for name in ("num_analyze_experts", "num_compose_experts", "r", "router_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"PACLoraConfig.{name}: expected a positive integer, got {value!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"PACLoraConfig.alpha: expected a positive number, got {self.alpha!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"PACLoraConfig.dropout: expected 0 <= dropout < 1, got {self.dropout!r}")
-        if not self.target_modules or not all(isinstance(name, str) and name for name in self.target_modules):
-            raise ValueError(f"PACLoraConfig.target_modules: expected module names, got {self.target_modules!r}")
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"PACLoraConfig.{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+    num_analyze_experts: int = Field(3, description="analyze experts A_i, mixed by the news-side router")
+    num_compose_experts: int = Field(3, description="compose experts B_j, mixed by the user-side router")
+    r: int = Field(8, description="rank of every expert (and of the LoRA baseline)")
+    alpha: float = Field(16, description="scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.1, description="dropout on the adapter's input, 0 <= dropout < 1")
+    router_hidden: int = Field(32, description="hidden width of each router's two-layer MLP")
+    target_modules: tuple[str, ...] = Field(
+        DEFAULT_TARGETS, description="names of the linears to wrap, matched against the last part of their path"
+    )
+    routing: Routing = Field(
+        "sequence",
+        description="sequence: pool each router's input over its span once per sequence; "
+        "token: route every token on its span-masked input (the research behaviour)",
+    )
+    gate_mode: GateMode = Field(
+        "both", description="both routes both sides; avg_a, avg_b, avg_both use uniform gates (research ablations)"
+    )
+    router_scope: RouterScope = Field(
+        "module",
+        description="module: a router pair per wrapped linear (research); layer: one pair per decoder layer, "
+        "read from the layer input (a target outside the decoder layers keeps a pair of its own)",
+    )
+
+    @field_validator("num_analyze_experts", "num_compose_experts", "r", "router_hidden", mode="before")
+    @classmethod
+    def _positive_integer(cls, value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError("expected a positive integer")
+        return value
+
+    @field_validator("alpha")
+    @classmethod
+    def _positive_alpha(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("expected a positive number")
+        return value
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError("expected 0 <= dropout < 1")
+        return value
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _module_names(cls, value: Any) -> Any:
+        if isinstance(value, str) or not value or not all(isinstance(name, str) and name for name in value):
+            raise ValueError("expected module names")
+        return value
+
+    @field_validator("routing", "gate_mode", "router_scope", mode="before")
+    @classmethod
+    def _one_of(cls, value: Any, info: Any) -> Any:
+        allowed = get_args(cls.model_fields[info.field_name].annotation)
+        if value not in allowed:
+            raise ValueError(f"expected one of {allowed}")
+        return value
 
     @property
     def scaling(self) -> float:
@@ -76,16 +102,13 @@ class PACLoraConfig:
         return self.gate_mode in ("both", "avg_a")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["target_modules"] = list(self.target_modules)
-        return data
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PACLoraConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
-            raise ValueError(f"PACLoraConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+            raise ValueError(f"PACLoraConfig: unknown field(s) {unknown}; known: {sorted(cls.model_fields)}")
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:
@@ -108,3 +131,4 @@ class PACLoraConfig:
             raise ValueError(f"{path}: not a {ADAPTER_FORMAT} adapter config")
         payload.pop("version", None)
         return cls.from_dict(payload)
+

@@ -1,4 +1,4 @@
-"""Injecting PAC-LoRA into any Hugging Face decoder-only causal LM, and its adapter files.
+"""Injecting PAC-LoRA into any Hugging Face decoder-only causal LM.
 
 `apply_pac_lora` replaces every target `nn.Linear` with a `PACLoraLinear` in place (no forked
 model files) and returns a `PACLoraModel` whose `forward` and `generate` take per-row
@@ -8,24 +8,19 @@ model files) and returns a `PACLoraModel` whose `forward` and `generate` take pe
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pac_lora.config import CONFIG_FILE, PACLoraConfig
+from pac_lora.config import PACLoraConfig
 from pac_lora.layer import PACLoraLinear
 from pac_lora.routing import RouterPair, RoutingState, cache_length, validate_spans
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 class PACLoraModel(nn.Module):
@@ -133,7 +128,7 @@ class ParameterSummary:
 
 def apply_pac_lora(base_model: nn.Module, config: PACLoraConfig | None = None) -> PACLoraModel:
     """Wrap the target linears of `base_model` in place; base weights frozen, experts and routers trainable."""
-    config = config or PACLoraConfig()
+    config = config if config is not None else PACLoraConfig()
     if any(isinstance(module, PACLoraLinear) for module in base_model.modules()):
         raise ValueError("this model already carries PAC-LoRA; load a fresh base model")
     targets = _target_linears(base_model, config)
@@ -164,28 +159,6 @@ def parameter_summary(model: PACLoraModel) -> ParameterSummary:
     )
 
 
-def save_adapter(model: PACLoraModel, directory: str | Path) -> Path:
-    """Adapter-only safetensors plus the config as JSON; nothing of the base model."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.adapter_state_dict().items()}
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    model.pac_config.save(directory)
-    return directory
-
-
-def load_adapter(base_model: nn.Module, directory: str | Path) -> PACLoraModel:
-    """Apply the saved config to `base_model` and load the saved experts and routers into it."""
-    directory = Path(directory)
-    config = PACLoraConfig.load(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: adapter weights missing (expected next to {CONFIG_FILE})")
-    model = apply_pac_lora(base_model, config)
-    load_adapter_weights(model, load_file(str(weights)), source=str(weights))
-    return model
-
-
 def load_adapter_weights(model: PACLoraModel, tensors: dict[str, torch.Tensor], source: str = "adapter") -> None:
     """Copy `tensors` into the model's experts and routers; every name and shape must match."""
     own = model.adapter_state_dict()
@@ -198,49 +171,9 @@ def load_adapter_weights(model: PACLoraModel, tensors: dict[str, torch.Tensor], 
     with torch.no_grad():
         for name, param in own.items():
             if tensors[name].shape != param.shape:
-                raise ValueError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, model has {tuple(param.shape)}")
+                given, own_shape = tuple(tensors[name].shape), tuple(param.shape)
+                raise ValueError(f"{source}: {name} has shape {given}, model has {own_shape}")
             param.copy_(tensors[name].to(dtype=param.dtype, device=param.device))
-
-
-_RESEARCH_KEY = re.compile(
-    r"^base_model\.model\.(?P<module>.+)\.(?P<name>lora_(?:A|B)(?P<index>\d*)|lora_(?:A|B)_gate_dense[12])\.weight$"
-)
-_RESEARCH_ROUTERS = {
-    "lora_A_gate_dense1": "analyze_in",
-    "lora_A_gate_dense2": "analyze_out",
-    "lora_B_gate_dense1": "compose_in",
-    "lora_B_gate_dense2": "compose_out",
-}
-
-
-def load_research_adapter(model: PACLoraModel, state_dict_or_path: dict[str, torch.Tensor] | str | Path) -> None:
-    """Load weights saved by the research code's forked peft (token routing, one router pair per module).
-
-    Keys look like `base_model.model.<module path>.<name>.weight` with name in lora_A, lora_A1, lora_A2,
-    lora_B, lora_B1, lora_B2 and lora_{A,B}_gate_dense{1,2}; `.bin` or `.safetensors`, or a directory
-    holding `adapter_model.{safetensors,bin}`.
-    """
-    config = model.pac_config
-    if config.routing != "token" or config.router_scope != "module":
-        raise ValueError("research adapters need PACLoraConfig(routing='token', router_scope='module')")
-    research = _read_research_weights(state_dict_or_path)
-    converted: dict[str, torch.Tensor] = {}
-    experts: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
-    for key, tensor in research.items():
-        match = _RESEARCH_KEY.match(key.replace(".default.", "."))
-        if match is None:
-            raise ValueError(f"not a research PAC-LoRA key: {key!r}")
-        module, name = match["module"], match["name"]
-        if name in _RESEARCH_ROUTERS:
-            converted[f"{module}.router.{_RESEARCH_ROUTERS[name]}"] = tensor
-        else:
-            side = "analyze" if name.startswith("lora_A") else "compose"
-            experts.setdefault((module, side), {})[int(match["index"] or 0)] = tensor
-    for (module, side), by_index in experts.items():
-        if sorted(by_index) != list(range(len(by_index))):
-            raise ValueError(f"{module}: research experts {sorted(by_index)} are not numbered 0..n-1")
-        converted[f"{module}.{side}"] = torch.stack([by_index[i] for i in range(len(by_index))])
-    load_adapter_weights(model, converted, source="research adapter")
 
 
 def adapter_parameter_counts(
@@ -249,7 +182,8 @@ def adapter_parameter_counts(
     """Expert and router parameters for a model whose every layer has `linear_shapes` (name -> d_in, d_out)."""
     shapes = {name: shape for name, shape in linear_shapes.items() if name in config.target_modules}
     experts_per_layer = sum(
-        config.r * (config.num_analyze_experts * d_in + config.num_compose_experts * d_out) for d_in, d_out in shapes.values()
+        config.r * (config.num_analyze_experts * d_in + config.num_compose_experts * d_out)
+        for d_in, d_out in shapes.values()
     )
 
     def router_pair(d_in: int) -> int:
@@ -262,21 +196,6 @@ def adapter_parameter_counts(
     else:
         routers_per_layer = router_pair(hidden_size)
     return {"experts": experts_per_layer * num_layers, "routers": routers_per_layer * num_layers}
-
-
-def _read_research_weights(source: dict[str, torch.Tensor] | str | Path) -> dict[str, torch.Tensor]:
-    if isinstance(source, dict):
-        return source
-    path = Path(source)
-    if path.is_dir():
-        candidates = [path / "adapter_model.safetensors", path / "adapter_model.bin"]
-        found = next((candidate for candidate in candidates if candidate.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{path}: no adapter_model.safetensors or adapter_model.bin")
-        path = found
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _target_linears(model: nn.Module, config: PACLoraConfig) -> dict[str, nn.Linear]:

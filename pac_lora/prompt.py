@@ -182,5 +182,6 @@ def _token_span(offsets: list[tuple[int, int]], start_char: int, end_char: int) 
     first = next((i for i, (_, end) in enumerate(offsets) if end > start_char), len(offsets))
     if end_char <= start_char:
         return first, first
-    last = max((i for i, (start, end) in enumerate(offsets) if start < end_char and end > start_char), default=first - 1)
+    inside = (i for i, (start, end) in enumerate(offsets) if start < end_char and end > start_char)
+    last = max(inside, default=first - 1)
     return first, last + 1

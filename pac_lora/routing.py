@@ -111,12 +111,15 @@ def validate_spans(name: str, spans: torch.Tensor | None, batch: int, seq_len: i
         return None
     spans = torch.as_tensor(spans)
     if spans.dtype not in (torch.int64, torch.int32) or spans.ndim != 2 or spans.shape[1] != 2:
-        raise ValueError(f"{name}: expected an integer tensor of shape [batch, 2], got {tuple(spans.shape)} {spans.dtype}")
+        got = f"{tuple(spans.shape)} {spans.dtype}"
+        raise ValueError(f"{name}: expected an integer tensor of shape [batch, 2], got {got}")
     if spans.shape[0] != batch:
         raise ValueError(f"{name}: expected {batch} rows (one per sequence), got {spans.shape[0]}")
     start, end = spans[:, 0], spans[:, 1]
     if bool((start < 0).any()) or bool((end < start).any()) or bool((end > seq_len).any()):
-        raise ValueError(f"{name}: each row must be [start, end) with 0 <= start <= end <= {seq_len}, got {spans.tolist()}")
+        raise ValueError(
+            f"{name}: each row must be [start, end) with 0 <= start <= end <= {seq_len}, got {spans.tolist()}"
+        )
     return spans.long()
 
 
@@ -161,7 +164,9 @@ class RouterPair(nn.Module):
     def _sequence_gates(self, x: torch.Tensor, state: RoutingState) -> tuple[torch.Tensor, torch.Tensor]:
         if state.decoding:
             if state.gate_cache is None or self.key not in state.gate_cache:
-                raise RuntimeError("cached decoding step without prefill gates: start generation with the PAC-LoRA model")
+                raise RuntimeError(
+                    "cached decoding step without prefill gates: start generation with the PAC-LoRA model"
+                )
             return state.gate_cache[self.key]
         batch = x.shape[0]
         means = state.pooled(x) if self.analyze_in is not None or self.compose_in is not None else None

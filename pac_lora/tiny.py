@@ -1,8 +1,7 @@
-"""Loading a base model from a local Hugging Face directory, and tiny ones built here for tests.
+"""Tiny decoder-only checkpoints built here, for tests, benchmarks and the demo (nothing can be downloaded).
 
-`load_base_model` is the one loading path: a real Qwen2.5-7B-Instruct directory and a tiny
-checkpoint written by `build_tiny_checkpoint` go through the same `AutoModelForCausalLM` /
-`AutoTokenizer` calls. The tiny tokenizer is a byte-level BPE trained here with the exact
+They are written in the Hugging Face layout, so `load_base_model` reads them as it reads a real
+Qwen2.5-7B-Instruct. The tiny tokenizer is a byte-level BPE trained here with the exact
 normaliser / pre-tokeniser / decoder pipeline transformers rebuilds for Qwen2, so encodings
 survive the save-and-reload round trip.
 """
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from pac_lora.base import load_base_model
 
 # Qwen2's pre-tokenisation pattern (contractions, letters, single digits, punctuation, newlines, spaces).
 QWEN2_SPLIT = (
@@ -36,24 +37,6 @@ SEED_TEXT = (
     "The quick brown fox jumps over the lazy dog. Users respond to news with posts, comments and reposts. "
     "Public response prediction at micro and macro level: sentiment is positive, neutral or negative."
 )
-
-
-def load_base_model(
-    path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
-) -> tuple[Any, Any]:
-    """(model, tokenizer) from a local Hugging Face directory; never reaches a hub."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a local Hugging Face model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype or "auto")
-    if device is not None:
-        model.to(device)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
 
 
 def train_tokenizer(texts: Iterable[str] = (), vocab_size: int = 2000) -> Any:
@@ -149,11 +132,8 @@ def pretrain_tiny_lm(
     No model can be downloaded here, so demos that want generations which read like the corpus give
     their tiny base model a short pretraining on it first. Returns (first, last) training loss.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     directory = Path(directory)
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+    model, tokenizer = load_base_model(directory, dtype=torch.float32)
     stream: list[int] = []
     for text in texts:
         stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -43,8 +44,17 @@ def test_config_round_trips_through_json(tmp_path) -> None:
     ],
 )
 def test_bad_config_values_are_named(kwargs, message) -> None:
-    with pytest.raises(ValueError, match=message):
+    field, expected = message.split(": ", 1)
+    with pytest.raises(ValueError, match=rf"(?m)^{field}\n  Value error, {re.escape(expected)}"):
         PACLoraConfig(**kwargs)
+
+
+def test_assignments_are_validated_too() -> None:
+    config = PACLoraConfig()
+    config.r = 4
+    assert config.scaling == 4.0
+    with pytest.raises(ValueError, match="expected a positive integer"):
+        config.r = 0
 
 
 def test_unknown_config_field_is_named() -> None:
@@ -54,7 +64,7 @@ def test_unknown_config_field_is_named() -> None:
 
 def test_spans_cover_exactly_their_segments(qwen) -> None:
     _, tokenizer = qwen
-    for (user, news, instruction, response), enc in zip(SAMPLES, encode(tokenizer)):
+    for (user, news, instruction, _response), enc in zip(SAMPLES, encode(tokenizer), strict=True):
         assert tokenizer.decode(enc.input_ids[slice(*enc.user_span)]) == user
         assert tokenizer.decode(enc.input_ids[slice(*enc.news_span)]) == news
         assert enc.user_span[1] == enc.news_span[0]
@@ -64,7 +74,7 @@ def test_spans_cover_exactly_their_segments(qwen) -> None:
 
 def test_labels_cover_only_the_response(qwen) -> None:
     _, tokenizer = qwen
-    for (*_, response), enc in zip(SAMPLES, encode(tokenizer)):
+    for (*_, response), enc in zip(SAMPLES, encode(tokenizer), strict=True):
         assert all(label == IGNORE_INDEX for label in enc.labels[: enc.prompt_length])
         trained = [label for label in enc.labels if label != IGNORE_INDEX]
         assert trained == enc.input_ids[enc.prompt_length :]

@@ -86,7 +86,7 @@ def test_gates_sum_to_one_and_token_gates_are_uniform_outside_their_span(tiny_qw
     seq_len = batch["input_ids"].shape[1]
     positions = torch.arange(seq_len)
     for router in routers:
-        for gates, spans in zip(router.current, (batch["news_spans"], batch["user_spans"])):
+        for gates, spans in zip(router.current, (batch["news_spans"], batch["user_spans"]), strict=True):
             torch.testing.assert_close(gates.sum(-1), torch.ones(gates.shape[:-1]), atol=1e-6, rtol=0)
             if routing == "sequence":
                 assert gates.shape == (3, 3)
@@ -228,7 +228,8 @@ def test_save_then_load_reproduces_logits_exactly(tiny_qwen, tmp_path, routing: 
     randomize_adapter(model, scale=0.3)
     batch = batch_of(tokenizer, routing, padding_side="left")
     save_adapter(model, tmp_path / "adapter")
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_model.safetensors", "pac_lora_config.json"]
+    files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
+    assert files == ["adapter_model.safetensors", "pac_lora_config.json"]
     weights_bytes = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
     adapter_bytes = sum(p.numel() * 4 for p in model.adapter_state_dict().values())
     assert weights_bytes < adapter_bytes + 64 * 1024  # adapter only, no base weights
@@ -276,8 +277,9 @@ def research_reference_logits(base, weights, input_ids, user_end: int, news_end:
             pos = torch.arange(x.shape[1])
             x_user = x * (pos < user_end).float()[None, :, None]
             x_news = x * ((pos >= user_end) & (pos < news_end)).float()[None, :, None]
-            g_a = torch.softmax(torch.nn.functional.gelu(x_news @ w["lora_A_gate_dense1"].T) @ w["lora_A_gate_dense2"].T, -1)
-            g_b = torch.softmax(torch.nn.functional.gelu(x_user @ w["lora_B_gate_dense1"].T) @ w["lora_B_gate_dense2"].T, -1)
+            gelu = torch.nn.functional.gelu
+            g_a = torch.softmax(gelu(x_news @ w["lora_A_gate_dense1"].T) @ w["lora_A_gate_dense2"].T, -1)
+            g_b = torch.softmax(gelu(x_user @ w["lora_B_gate_dense1"].T) @ w["lora_B_gate_dense2"].T, -1)
             a_all = torch.stack([x @ w[f"lora_A{s}"].T for s in ("", "1", "2")], dim=2)  # b s n r
             z = (a_all * g_a.unsqueeze(-1)).sum(2)
             b_all = torch.stack([z @ w[f"lora_B{s}"].T for s in ("", "1", "2")], dim=2)  # b s n d_out
@@ -311,7 +313,8 @@ def test_research_adapter_loads_and_matches_the_research_forward(tiny_qwen, tmp_
     user_end, news_end = int(single["news_spans"][0, 0]), int(single["news_spans"][0, 1])
     row["user_spans"], row["news_spans"] = single["user_spans"][:1], single["news_spans"][:1]
     assert int(row["user_spans"][0, 0]) == 0 and int(row["user_spans"][0, 1]) == user_end
-    expected = research_reference_logits(load_base_model(tiny_qwen)[0].eval(), weights, row["input_ids"], user_end, news_end)
+    reference = load_base_model(tiny_qwen)[0].eval()
+    expected = research_reference_logits(reference, weights, row["input_ids"], user_end, news_end)
     torch.testing.assert_close(logits(model, row), expected, atol=1e-5, rtol=1e-5)
 
 
