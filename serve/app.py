@@ -24,8 +24,8 @@ from ray.serve import Application
 from cluster.config import ConfigError, load_config
 from cluster.logs import setup_logging
 from cluster.ray_connect import ray_session
+from pac_lora import PAC_CONFIG_FILE, PEFT_CONFIG_FILE, adapter_format
 from serve.config import ServeConfig
-from serve.engine import PAC_CONFIG_FILE, PEFT_CONFIG_FILE, adapter_format
 from serve.generator import Generator
 from serve.ingress import Api
 

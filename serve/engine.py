@@ -1,7 +1,7 @@
 """Batched generation: one left-padded `generate` per (model, decoding) group, with per-row spans.
 
-Servable adapters: PAC-LoRA (`pac_lora_config.json`, reads the user and news spans) and the plain
-peft LoRA baseline (`adapter_config.json`, `socialalign train method=lora`; no spans).
+Servable adapters: PAC-LoRA (reads the user and news spans) and the plain peft LoRA baseline
+(`socialalign train method=lora`; no spans); `pac_lora` knows their files.
 
 Rows of one group share a model and the decoding parameters that `generate` takes once per call;
 max_new_tokens may differ per row: the group runs to the largest and each row is cut to its own
@@ -23,20 +23,11 @@ from typing import Any
 
 import torch
 
-from pac_lora import (
-    PACLoraConfig,
-    PromptEncoding,
-    collate,
-    load_adapter,
-    load_base_model,
-)
-from pac_lora.config import CONFIG_FILE as PAC_CONFIG_FILE
+from pac_lora import PACLoraModel, PromptEncoding, collate, load_base_model
+from pac_lora import load_any_adapter as load_adapter_files
 from serve.protocol import Completion, Sampling
 
 log = logging.getLogger(__name__)
-
-PEFT_CONFIG_FILE = "adapter_config.json"  # what peft's save_pretrained writes
-ADAPTER_FORMATS = {PAC_CONFIG_FILE: "pac_lora", PEFT_CONFIG_FILE: "lora"}
 
 
 @dataclass
@@ -65,33 +56,12 @@ def load_base(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any
     return model.eval(), tokenizer
 
 
-def adapter_format(directory: str | Path) -> str | None:
-    """"pac_lora" or "lora" by the config file in `directory`; None when it holds neither."""
-    return next((kind for name, kind in ADAPTER_FORMATS.items() if (Path(directory) / name).is_file()), None)
-
-
 def load_any_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
-    """The adapter in `directory`, PAC-LoRA or peft LoRA, on a copy of `base` sharing its weights."""
-    kind = adapter_format(directory)
-    if kind == "pac_lora":
-        return load_pac_adapter(base, model_id, directory)
-    if kind == "lora":
-        return load_peft_adapter(base, model_id, directory)
-    raise FileNotFoundError(f"{directory} holds no adapter (neither {PAC_CONFIG_FILE} nor {PEFT_CONFIG_FILE})")
-
-
-def load_pac_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
-    """PAC-LoRA from `directory` on a copy of `base` that shares every base weight (only the adapter is new)."""
-    wrapped = load_adapter(_shared_copy(base), directory).eval()
-    routing = PACLoraConfig.load(directory).routing
-    return LoadedModel(model_id=model_id, model=wrapped, routing=routing, takes_spans=True)
-
-
-def load_peft_adapter(base: Any, model_id: str, directory: str | Path) -> LoadedModel:
-    """A peft LoRA (the baseline) from `directory` on a copy of `base` that shares every base weight."""
-    from peft import PeftModel
-
-    wrapped = PeftModel.from_pretrained(_shared_copy(base), str(directory), is_trainable=False).eval()
+    """The adapter in `directory`, PAC-LoRA or peft LoRA, on a copy of `base` that shares every base
+    weight (only the adapter is new)."""
+    wrapped = load_adapter_files(_shared_copy(base), directory).eval()
+    if isinstance(wrapped, PACLoraModel):
+        return LoadedModel(model_id=model_id, model=wrapped, routing=wrapped.pac_config.routing, takes_spans=True)
     return LoadedModel(model_id=model_id, model=wrapped, routing="sequence", takes_spans=False)
 
 
@@ -115,7 +85,7 @@ def generate_rows(
     for indices in groups.values():
         began = time.perf_counter()
         group = [rows[i] for i in indices]
-        for index, completion in zip(indices, list(_generate_group(group, tokenizer))):
+        for index, completion in zip(indices, list(_generate_group(group, tokenizer)), strict=True):
             results[index] = completion
         if record is not None:
             record(len(group), time.perf_counter() - began, group[0].model.model_id)
@@ -148,7 +118,7 @@ def _generate_group(rows: list[Row], tokenizer: Any) -> Iterator[Completion]:
             **inputs, **decoding_kwargs(rows[0].sampling, longest), pad_token_id=tokenizer.pad_token_id
         )
     stops = _eos_ids(loaded.model, tokenizer)
-    for row, tokens in zip(rows, sequences[:, inputs["input_ids"].shape[1]:].tolist()):
+    for row, tokens in zip(rows, sequences[:, inputs["input_ids"].shape[1]:].tolist(), strict=True):
         tokens = tokens[: row.sampling.max_new_tokens]
         stop = next((k for k, token in enumerate(tokens) if token in stops), None)
         kept = tokens if stop is None else tokens[:stop]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pac_lora import build_prompt, research_prompt_parts
+from pac_lora import adapter_format, build_prompt, research_prompt_parts
 from pac_lora.layer import PACLoraLinear
-from serve.engine import LoadedModel, Row, adapter_format, generate_rows, load_any_adapter, load_base
+from serve.engine import LoadedModel, Row, generate_rows, load_any_adapter, load_base
 from serve.prompts import encode
 from serve.protocol import ChatPrompt, ResearchPrompt, Sampling, UserProfile
 
