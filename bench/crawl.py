@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from pydantic import SecretStr  # noqa: E402
 
 from cluster.stage_config import RayConfig  # noqa: E402
-from crawl_actors.config import CrawlConfig  # noqa: E402
 from crawl_actors import parsers  # noqa: E402
+from crawl_actors.config import CrawlConfig  # noqa: E402
 from crawl_actors.job import crawl  # noqa: E402
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator, unlimited_rates  # noqa: E402
 from crawl_actors.tasks import BROWSER_UA  # noqa: E402
@@ -113,7 +113,8 @@ def ours(sim: WeiboSimulator, rate: float, user_ids: list[str], workdir: Path) -
 def research_baseline(sim: WeiboSimulator, rate: float, user_ids: list[str]) -> dict[str, float]:
     """One cookie, sequential, fixed sleep between requests, skip on error (as the research crawler)."""
     cookie = sim.new_cookies(1)[0]
-    headers = {"User-Agent": BROWSER_UA, "Cookie": cookie, "Referer": f"{sim.base_url}/", "X-Requested-With": "XMLHttpRequest"}
+    headers = {"User-Agent": BROWSER_UA, "Cookie": cookie, "Referer": f"{sim.base_url}/",
+               "X-Requested-With": "XMLHttpRequest"}
     violations = sim.stats()["violations"]
     posts = 0
 
@@ -153,7 +154,8 @@ def xpath_search_page(html: str, url: str, now: datetime) -> list[dict]:
     from parsel import Selector
 
     cards = []
-    for card in Selector(text=html).xpath('//div[@class="card-wrap"][@mid][.//div[@class="card-feed"]//div[@class="info"]]'):
+    cards_xpath = '//div[@class="card-wrap"][@mid][.//div[@class="card-feed"]//div[@class="info"]]'
+    for card in Selector(text=html).xpath(cards_xpath):
         time_link, source_link = card.xpath('.//div[@class="from"]/a[1]'), card.xpath('.//div[@class="from"]/a[2]')
         path = (time_link.xpath("@href").get() or "").split("?")[0].strip("/").split("/")
         full = card.xpath('.//p[@node-type="feed_list_content_full"]')
@@ -169,8 +171,10 @@ def xpath_search_page(html: str, url: str, now: datetime) -> list[dict]:
             "text": text, "topics": topics, "at_users": at_users, "location": location,
             "created_at": parsers.parse_weibo_time(time_link.xpath("string(.)").get(), now),
             "source": parsers.clean_text(source_link.xpath("string(.)").get() or "") or None,
-            "reposts_count": parsers.parse_count(act.xpath('.//a[@action-type="feed_list_forward"]').xpath("string(.)").get()),
-            "comments_count": parsers.parse_count(act.xpath('.//a[@action-type="feed_list_comment"]').xpath("string(.)").get()),
+            "reposts_count": parsers.parse_count(
+                act.xpath('.//a[@action-type="feed_list_forward"]').xpath("string(.)").get()),
+            "comments_count": parsers.parse_count(
+                act.xpath('.//a[@action-type="feed_list_comment"]').xpath("string(.)").get()),
             "attitudes_count": parsers.parse_count(
                 act.xpath('.//a[@action-type="feed_list_like"]//button/span[2]').xpath("string(.)").get()),
             "pics": ["https://" + src.split("//", 1)[-1].split("/", 1)[0] + "/large/" + src.rsplit("/", 1)[-1]
@@ -228,13 +232,15 @@ def parser_speed(rounds: int) -> dict[str, float]:
         headers = {"User-Agent": BROWSER_UA, "Cookie": sim.new_cookies(1)[0]}
         for topic in sim.topics():
             for page in range(1, 11):
-                url = f"{sim.base_url}/weibo?q={urllib.request.quote(topic.query)}&timescope={topic.timescope}&page={page}"
+                query = urllib.request.quote(topic.query)
+                url = f"{sim.base_url}/weibo?q={query}&timescope={topic.timescope}&page={page}"
                 with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as response:
                     pages.append((url, response.read().decode()))
     now = datetime.now(timezone.utc)
     ours_cards = [post for url, html in pages for post in parsers.parse_search_page(html, url, now).posts]
     xpath_cards = [card for url, html in pages for card in xpath_search_page(html, url, now)]
-    agree = sum(a == b for a, b in zip(ours_cards, xpath_cards)) if len(ours_cards) == len(xpath_cards) else 0
+    same_count = len(ours_cards) == len(xpath_cards)
+    agree = sum(a == b for a, b in zip(ours_cards, xpath_cards, strict=True)) if same_count else 0
     timings = {}
     for name, parse in (("selectolax", lambda url, html: parsers.parse_search_page(html, url, now)),
                         ("xpath", lambda url, html: xpath_search_page(html, url, now))):

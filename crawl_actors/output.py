@@ -174,8 +174,9 @@ def _final_posts(posts: pa.Table, regions: pa.Table) -> pa.Table:
     posts = _latest(posts, PRIMARY_KEYS["posts"], rank)
     regions = _latest(regions, ("bid",))
     if posts.num_rows and regions.num_rows:
-        found = dict(zip(regions["bid"].to_pylist(), regions["region"].to_pylist()))
-        filled = [found.get(bid, own) for bid, own in zip(posts["bid"].to_pylist(), posts["region"].to_pylist())]
+        found = dict(zip(regions["bid"].to_pylist(), regions["region"].to_pylist(), strict=True))
+        pairs = zip(posts["bid"].to_pylist(), posts["region"].to_pylist(), strict=True)
+        filled = [found.get(bid, own) for bid, own in pairs]
         posts = posts.set_column(posts.schema.get_field_index("region"), "region", pa.array(filled, pa.string()))
     return _sorted(posts, ["query", "mid"])
 
@@ -198,7 +199,8 @@ def _final_history(history: pa.Table, long_texts: pa.Table) -> pa.Table:
         full = {row["mid"]: row for row in long_texts.to_pylist()}
         mids = history["mid"].to_pylist()
         for name, kind in (("text", pa.string()), ("topics", STRINGS), ("at_users", STRINGS)):
-            values = [full[mid][name] if mid in full else own for mid, own in zip(mids, history[name].to_pylist())]
+            pairs = zip(mids, history[name].to_pylist(), strict=True)
+            values = [full[mid][name] if mid in full else own for mid, own in pairs]
             history = history.set_column(history.schema.get_field_index(name), name, pa.array(values, kind))
     return _sorted(history, ["user_id", "mid"])
 

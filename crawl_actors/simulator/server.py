@@ -45,7 +45,6 @@ from urllib.parse import quote
 from aiohttp import web
 
 from cluster.http_thread import serve_in_thread
-
 from crawl_actors.regions import WHOLE_PROVINCE
 from crawl_actors.simulator import render
 from crawl_actors.simulator.config import FAULT_KINDS, SimulatorConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from pathlib import Path
@@ -103,7 +104,8 @@ def test_a_retry_that_is_not_the_pages_fault_counts_a_deferral_not_an_attempt(fr
 
 def test_a_journal_written_before_deferrals_existed_still_replays(tmp_path: Path) -> None:
     journal = tmp_path / "journal.jsonl"
-    journal.write_text('{"op": "add", "task": {"kind": "profile", "key": "1", "params": {"uid": "1"}, "attempts": 2}}\n')
+    old_entry = {"op": "add", "task": {"kind": "profile", "key": "1", "params": {"uid": "1"}, "attempts": 2}}
+    journal.write_text(json.dumps(old_entry) + "\n")
     state = FrontierState(journal)
     (task,) = state.lease(1, 60, time.monotonic())
     assert (task.attempts, task.deferrals) == (2, 0)

@@ -206,14 +206,15 @@ CURRENT_CARD = """<div class="card-wrap" action-type="feed_list_item" mid="{mid}
 <li><a action-type="feed_list_forward"><i class="woo-font"></i> 转发</a></li>
 <li><a action-type="feed_list_comment"><i class="woo-font"></i> 1.5万</a></li>
 <li><a action-type="feed_list_like"><button><span class="woo-like-iconWrap"><svg></svg></span><span class="woo-like-count">100万+</span></button></a></li>
-</ul></div></div></div>"""
+</ul></div></div></div>"""  # noqa: E501 - a card as Weibo serves it
 RETWEET_BOX = """<div class="card-comment"><div node-type="feed_list_forwardContent"><a href="//weibo.com/9" nick-name="老王">@老王</a>
 <p class="txt">原文</p></div><div class="from"><a href="//weibo.com/9/Xyz">10月26日 08:00</a></div>
-<ul class="act s-fr"><li><a action-type="feed_list_like" action-data="mid=777">赞</a></li></ul></div>"""
+<ul class="act s-fr"><li><a action-type="feed_list_like" action-data="mid=777">赞</a></li></ul></div>"""  # noqa: E501
 
 
 def _current_page(cards: str) -> str:
-    pager = '<div class="m-page"><ul class="s-scroll"><li>1</li><li>2</li></ul><a class="next" href="/weibo?q=x&page=2">下一页</a></div>'
+    pager = ('<div class="m-page"><ul class="s-scroll"><li>1</li><li>2</li></ul>'
+             '<a class="next" href="/weibo?q=x&page=2">下一页</a></div>')
     return f"<!DOCTYPE html><html><body>{cards}{pager}</body></html>"
 
 

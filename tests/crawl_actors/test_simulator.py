@@ -131,7 +131,7 @@ def cookie(sim: WeiboSimulator) -> str:
 def test_search_round_trip_for_every_small_topic(sim, truth, cookie) -> None:
     topics = [topic for topic in sim.topics() if not topic.hot]
     crawled = crawl_searches([search_url(sim, t.name, t.timescope) for t in topics], cookie)
-    for topic, pages in zip(topics, crawled):
+    for topic, pages in zip(topics, crawled, strict=True):
         expected = [row for row in truth["posts"] if row["query"] == topic.name]
         assert posts_of(pages) == truth_without_query(expected)
         assert pages[0].page_count == len(pages) == -(-len(expected) // 10) and pages[0].layout == "current"
@@ -236,7 +236,7 @@ def test_profiles_and_details_round_trip(sim, truth, cookie) -> None:
                     + [base + f"230283{u['user_id']}_-_INFO" for u in users], cookie)
     profiles, details = replies[: len(users)], replies[len(users):]
     merged = []
-    for profile, detail in zip(profiles, details):
+    for profile, detail in zip(profiles, details, strict=True):
         row = parsers.parse_profile(profile.body, profile.url)
         shown = parsers.parse_details(detail.body, detail.url)
         merged.append({**row, **{key: shown.get(key) for key in parsers.DETAIL_ITEMS.values()}})
@@ -292,9 +292,9 @@ def test_timelines_round_trip(sim, truth, cookie) -> None:
     uids = [user["user_id"] for user in truth["users"]]
     expected = [[row for row in history if row["user_id"] == uid] for uid in uids]
     assert crawl_timelines(sim, cookie, uids, by_since_id=False) == expected
-    pinned = [uid for uid, rows in zip(uids, expected) if rows[0]["is_pinned"]]
+    pinned = [uid for uid, rows in zip(uids, expected, strict=True) if rows[0]["is_pinned"]]
     assert pinned and crawl_timelines(sim, cookie, pinned, by_since_id=True) == [
-        rows for uid, rows in zip(uids, expected) if uid in pinned]
+        rows for uid, rows in zip(uids, expected, strict=True) if uid in pinned]
     for feature in ("is_pinned", "is_long_text", "retweet_id", "pics", "video_url", "at_users", "topics"):
         assert any(row[feature] for row in history), feature
     past_end = fetch([f"{sim.base_url}/api/container/getIndex?containerid=230413{uids[0]}&page=999"], cookie)[0]
