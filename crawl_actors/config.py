@@ -1,21 +1,48 @@
-"""The crawl stage's config: `socialalign crawl --help` lists every field."""
+"""The crawl stage's config: `socialalign crawl --help` lists every field.
+
+`CrawlConfig` is the one definition of every crawl setting: the driver, the crawl actors and the
+task handlers read its fields. The cookie pool reads only `CookiePacing`, the part of it that
+travels to the pool's own actor (which must never see a cookie value).
+"""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from cluster.config import StrictModel, secret
 from cluster.stage_config import StageConfig
+
+HOSTS = ("search", "mobile", "ajax", "ai")
+Host = Literal["search", "mobile", "ajax", "ai"]
+
 
 class RateLimit(StrictModel):
     """A token bucket: `rate` requests per second on average, at most `burst` at once."""
 
     rate: float = Field(gt=0)
     burst: int = Field(1, ge=1)
+
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        # RateLimit(0.2, 1) reads as well as RateLimit(rate=0.2, burst=1); YAML gives the keywords.
+        if len(args) > 2:
+            raise TypeError(f"RateLimit takes rate and burst, got {len(args)} values")
+        super().__init__(**dict(zip(("rate", "burst")[: len(args)], args, strict=True)), **fields)
+
+
+def default_rates() -> dict[str, RateLimit]:
+    """Our pace per cookie and host, below what Weibo tolerates: the community measured ~10 s between
+    searches on s.weibo.com and >= 0.5 s between requests on m.weibo.cn (shared WEIBO.md)."""
+    return {
+        "search": RateLimit(0.1, 1),
+        "mobile": RateLimit(2.0, 1),
+        "ajax": RateLimit(1.0, 1),
+        "ai": RateLimit(0.2, 1),
+    }
 
 
 class WeiboEndpoints(StrictModel):
@@ -27,20 +54,46 @@ class WeiboEndpoints(StrictModel):
     ai: str = "https://ai.s.weibo.com"
 
 
+class CookiePacing(StrictModel):
+    """How hard each cookie is used: its rate per host, and how long it rests when Weibo throttles it."""
+
+    rates: dict[Host, RateLimit] = Field(
+        default_factory=default_rates, min_length=1, description="per cookie and host: {rate: req/s, burst: n}"
+    )
+    cooldown_s: float = Field(60.0, gt=0, description="first cooldown of a throttled cookie, on every host")
+    cooldown_factor: float = Field(2.0, ge=1, description="each further throttle multiplies the cooldown by this")
+    cooldown_max_s: float = Field(1800.0, gt=0, description="the longest cooldown")
+    max_pause_s: float = Field(900.0, ge=0, description="wait this long with no usable cookie, then stop")
+
+    @model_validator(mode="after")
+    def _cooldowns_in_order(self) -> CookiePacing:
+        if self.cooldown_max_s < self.cooldown_s:
+            raise ValueError(f"cooldown_max_s must be >= cooldown_s ({self.cooldown_s:g})")
+        return self
+
+    def pacing(self) -> CookiePacing:
+        """These fields alone (a CrawlConfig is a CookiePacing too, with its secrets beside them)."""
+        return CookiePacing(**{name: getattr(self, name) for name in CookiePacing.model_fields})
+
+    def rate_for(self, host: str) -> RateLimit:
+        try:
+            return self.rates[host]
+        except KeyError:
+            raise ValueError(f"unknown host class {host!r}: rates has {sorted(self.rates)}") from None
+
+    def cooldown_after(self, failures: int) -> float:
+        """The cooldown after `failures` throttles in a row."""
+        try:
+            raw = self.cooldown_s * self.cooldown_factor ** (failures - 1)
+        except OverflowError:
+            raw = float("inf")
+        return min(self.cooldown_max_s, raw)
+
+
 _WEIBO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(-\d{1,2})?$")
 
 
-def _default_rates() -> dict[str, RateLimit]:
-    # Community-measured safe paces per cookie (WEIBO.md): ~10 s on s.weibo.com, >= 0.5 s on m.weibo.cn.
-    return {
-        "search": RateLimit(rate=0.1, burst=1),
-        "mobile": RateLimit(rate=2.0, burst=1),
-        "ajax": RateLimit(rate=1.0, burst=1),
-        "ai": RateLimit(rate=0.2, burst=1),
-    }
-
-
-class CrawlConfig(StageConfig):
+class CrawlConfig(CookiePacing, StageConfig):
     """Stage 1: crawl topics, posts, users and their history from Weibo into Parquet."""
 
     output_dir: Path = Path("data/crawl")
@@ -65,12 +118,6 @@ class CrawlConfig(StageConfig):
         "share it share each cookie's rate limit, so keep one for every crawl using the same cookies",
     )
     endpoints: WeiboEndpoints = Field(default_factory=WeiboEndpoints)
-    rates: dict[Literal["search", "mobile", "ajax", "ai"], RateLimit] = Field(
-        default_factory=_default_rates, description="per cookie and host: {rate: req/s, burst: n}"
-    )
-    cooldown_s: float = Field(60.0, gt=0, description="first cooldown of a throttled cookie (doubles each time)")
-    cooldown_max_s: float = Field(1800.0, gt=0)
-    max_pause_s: float = Field(900.0, gt=0, description="wait this long with no usable cookie, then stop")
     num_actors: int = Field(2, ge=1)
     concurrency_per_actor: int = Field(16, ge=1)
     actor_cpus: float = Field(0.5, gt=0, description="logical CPUs reserved per crawl actor")
@@ -80,10 +127,16 @@ class CrawlConfig(StageConfig):
     fetch_details: bool = True
     fetch_regions: bool = True
     fetch_long_text: bool = True
-    max_attempts: int = Field(5, ge=1, description="tries of a page that fails (5xx, bad body, network)")
+    max_attempts: int = Field(5, ge=1, description="tries of a page that fails (bad body, network, odd status)")
+    max_deferrals: int = Field(
+        50, ge=1, description="retries of a page refused for reasons not its own (throttled, 5xx, its cookie died)"
+    )
     request_timeout_s: float = Field(20.0, gt=0)
     lease_s: float = Field(300.0, gt=0, description="a leased task returns to the queue after this long")
     split_at_pages: int = Field(46, ge=2, le=50, description="re-query finer when a search shows this many pages")
+    flush_every_tasks: int = Field(50, ge=1, description="a crawl actor writes its rows after this many tasks")
+    flush_interval_s: float = Field(5.0, ge=0, description="... or after this long, whichever comes first")
+    idle_poll_s: float = Field(0.2, gt=0, description="how often an idle crawl actor asks for work")
 
     @field_validator("start", "end")
     @classmethod
@@ -91,3 +144,7 @@ class CrawlConfig(StageConfig):
         if value is not None and not _WEIBO_TIME.match(value):
             raise ValueError("expected YYYY-MM-DD or YYYY-MM-DD-H")
         return value
+
+    def history_since(self, now: datetime) -> datetime | None:
+        """The oldest history post to keep, `history_days` before `now`; None keeps all."""
+        return None if self.history_days is None else now - timedelta(days=self.history_days)

@@ -356,5 +356,18 @@ def create_frontier(output_dir: Path, redis_url: str | None, namespace: str) -> 
     if redis_url:
         return RedisFrontier(redis_url, namespace)
     journal = Path(output_dir).resolve() / "_frontier" / "journal.jsonl"
-    actor = _remote_frontier_actor().options(name=f"{namespace}:frontier", get_if_exists=True).remote(str(journal))
+    actor = _remote_frontier_actor().options(name=_actor_name(namespace), get_if_exists=True).remote(str(journal))
     return ActorFrontier(actor)
+
+
+def find_frontier(redis_url: str | None, namespace: str) -> RedisFrontier | ActorFrontier:
+    """The frontier that `create_frontier` made with the same namespace (a crawl actor's way to it)."""
+    if redis_url:
+        return RedisFrontier(redis_url, namespace)
+    import ray
+
+    return ActorFrontier(ray.get_actor(_actor_name(namespace)))
+
+
+def _actor_name(namespace: str) -> str:
+    return f"{namespace}:frontier"

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cluster.config import ConfigError
 from cluster.metrics import gauge
 from cluster.ray_connect import ray_session
+from cluster.reports import SUCCESS, write_success
 from crawl_actors.config import CrawlConfig
-from crawl_actors.cookies import CookieJar, CookiePool, PoolSettings, create_cookie_pool
-from crawl_actors.frontier import create_frontier
+from crawl_actors.cookies import CookieJar, CookiePool
+from crawl_actors.crawl_actor import CrawlActor, actor_config
 from crawl_actors.output import PartWriter, finalize
-from crawl_actors.tasks import BEIJING, CrawlLimits, Endpoints, seed_tasks, user_tasks
-from crawl_actors.worker import CrawlWorker, WorkerSettings
+from crawl_actors.shared import crawl_namespace, open_cookie_pool, open_frontier
+from crawl_actors.tasks import BEIJING, seed_tasks, user_tasks
 
 log = logging.getLogger(__name__)
 
@@ -45,51 +45,38 @@ class CrawlSummary:
     seconds: float
     output_dir: Path
 
+    def report(self) -> dict[str, Any]:
+        """What `_SUCCESS.json` keeps of a finished crawl."""
+        kept = asdict(self)
+        del kept["stop_reason"], kept["output_dir"]
+        return {**kept, "seconds": round(self.seconds, 1)}
+
 
 def run(config: CrawlConfig) -> int:
-    """The stage entry point: 0 when every task finished, 1 when it stopped early (resumable)."""
-    try:
-        summary = crawl(config)
-    except ConfigError as error:
-        for line in str(error).splitlines():
-            print(f"socialalign crawl: config error: {line}", file=sys.stderr)
-        return 2
+    """The stage entry point: 0 when every task finished, 1 when it stopped early (run it again to
+    resume); a config problem raises ConfigError."""
+    summary = crawl(config)
     print(_describe(summary))
     return 0 if summary.stop_reason is None else 1
 
 
 def crawl(config: CrawlConfig, progress: bool = True) -> CrawlSummary:
-    """Crawl as `config` says; returns what was kept (always merged, even on an early stop)."""
+    """Crawl as `config` says; returns what was kept (always merged, even on an early stop). A crawl
+    that finished every task leaves its summary in `<output_dir>/_SUCCESS.json`."""
     queries = search_queries(config.keywords)
-    topics = list(dict.fromkeys(topic for topic, _ in queries))
-    if not topics and not config.user_ids:
+    if not queries and not config.user_ids:
         raise ConfigError("keywords: give at least one topic to crawl (or user_ids)")
     jar = load_cookies(config)
     start, end = _time_range(config)
-    output_dir = config.output_dir.resolve()
+    config = config.model_copy(update={"output_dir": config.output_dir.resolve()})
+    (config.output_dir / SUCCESS).unlink(missing_ok=True)  # from an earlier run: this one has not finished
     began = time.monotonic()
     with ray_session(config.ray):
-        namespace = _namespace(config, output_dir)
-        redis_url = config.redis_url.get_secret_value() if config.redis_url else None
-        pool = cookie_pool(config, jar, redis_url, namespace)
-        frontier = create_frontier(output_dir, redis_url, namespace)
-        recovered = _call(frontier, "recover")
-        if recovered:
-            log.info("resuming: %d tasks that were in flight go back to the queue", recovered)
-        _seed(frontier, output_dir, queries, start, end, config.sources, config.user_ids, _limits(config))
-        reports, stop_reason = _run_workers(config, jar, pool, frontier, output_dir, progress)
-    counts = finalize(output_dir)
-    for part in counts.skipped_parts:
-        log.error("unreadable staging part left out of the tables: %s", part)
-    return CrawlSummary(
-        rows=counts.rows,
-        requests=sum(r["requests"] for r in reports),
-        retries=sum(r["retries"] for r in reports),
-        errors=sum(r["errors"] for r in reports),
-        stop_reason=stop_reason,
-        seconds=time.monotonic() - began,
-        output_dir=output_dir,
-    )
+        reports, stop_reason = _crawl_on_ray(config, jar, queries, start, end, progress)
+    summary = _summarize(config.output_dir, reports, stop_reason, time.monotonic() - began)
+    if stop_reason is None:
+        write_success(config.output_dir, "crawl", summary.report())
+    return summary
 
 
 def load_cookies(config: CrawlConfig) -> CookieJar:
@@ -108,49 +95,31 @@ def load_cookies(config: CrawlConfig) -> CookieJar:
     return jar
 
 
-def cookie_pool(config: CrawlConfig, jar: CookieJar, redis_url: str | None, namespace: str) -> CookiePool:
-    """The crawl's cookie pool. In Redis its state is keyed by cookie id under `cookie_namespace`, one
-    for every crawl (not under the crawl's namespace): a cookie's rate limit is Weibo's, whichever crawl
-    sends the request, so two crawls sharing a cookie must share its bucket, cooldown and ban. The Ray
-    actor backend lives and dies with one job, so it stays per crawl; share cookies across crawls
-    through Redis."""
-    name = config.cookie_namespace if redis_url else f"{namespace}:cookies"
-    return create_cookie_pool(_pool_settings(config), jar.ids, redis_url, name=name)
+def _crawl_on_ray(config: CrawlConfig, jar: CookieJar, queries: list[tuple[str, bool]], start: datetime | None,
+                  end: datetime | None, progress: bool) -> tuple[list[dict[str, Any]], str | None]:
+    namespace = crawl_namespace(config)
+    pool = open_cookie_pool(config, jar.ids, namespace)
+    frontier = open_frontier(config, namespace)
+    recovered = _call(frontier, "recover")
+    if recovered:
+        log.info("resuming: %d tasks that were in flight go back to the queue", recovered)
+    _seed(frontier, config, queries, start, end)
+    return _run_workers(config, jar, pool, frontier, namespace, progress)
 
 
-def _pool_settings(config: CrawlConfig) -> PoolSettings:
-    return PoolSettings(
-        rates={host: (limit.rate, limit.burst) for host, limit in config.rates.items()},
-        backoff_base_s=config.cooldown_s,
-        backoff_max_s=config.cooldown_max_s,
-        max_pause_s=config.max_pause_s,
-    )
-
-
-def _limits(config: CrawlConfig) -> CrawlLimits:
-    since = (
-        datetime.now(timezone.utc) - timedelta(days=config.history_days) if config.history_days is not None else None
-    )
-    return CrawlLimits(
-        max_posts_per_user=config.max_posts_per_user,
-        max_pages_per_user=config.max_pages_per_user,
-        history_since=since,
-        split_at=config.split_at_pages,
-        fetch_details=config.fetch_details,
-        fetch_regions=config.fetch_regions,
-        fetch_long_text=config.fetch_long_text,
-    )
-
-
-def _worker_settings(config: CrawlConfig, output_dir: Path) -> WorkerSettings:
-    return WorkerSettings(
-        output_dir=str(output_dir),
-        endpoints=Endpoints(**config.endpoints.model_dump()),
-        limits=_limits(config),
-        concurrency=config.concurrency_per_actor,
-        lease_s=config.lease_s,
-        max_attempts=config.max_attempts,
-        request_timeout_s=config.request_timeout_s,
+def _summarize(output_dir: Path, reports: list[dict[str, Any]], stop_reason: str | None,
+               seconds: float) -> CrawlSummary:
+    counts = finalize(output_dir)
+    for part in counts.skipped_parts:
+        log.error("unreadable staging part left out of the tables: %s", part)
+    return CrawlSummary(
+        rows=counts.rows,
+        requests=sum(r["requests"] for r in reports),
+        retries=sum(r["retries"] for r in reports),
+        errors=sum(r["errors"] for r in reports),
+        stop_reason=stop_reason,
+        seconds=seconds,
+        output_dir=output_dir,
     )
 
 
@@ -167,35 +136,59 @@ def search_queries(keywords: list[str]) -> list[tuple[str, bool]]:
     return list(dict.fromkeys(queries))
 
 
-def _seed(frontier: Any, output_dir: Path, queries: list[tuple[str, bool]], start, end, sources, user_ids,
-          limits) -> None:
-    tasks = [task for topic, hashtag in queries for task in seed_tasks(topic, start, end, sources, hashtag)]
+def _seed(frontier: Any, config: CrawlConfig, queries: list[tuple[str, bool]], start: datetime | None,
+          end: datetime | None) -> None:
+    tasks = [task for topic, hashtag in queries for task in seed_tasks(topic, start, end, config.sources, hashtag)]
+    tasks += [task for uid in config.user_ids for task in user_tasks(uid, config)]
     topics = list(dict.fromkeys(topic for topic, _ in queries))
-    tasks += [task for uid in user_ids for task in user_tasks(uid, limits)]
     added = _call(frontier, "add", tasks)
     if added and topics:
         # The topics themselves, for a crawl without AI search (which also brings the news text).
-        writer = PartWriter(output_dir, "seed")
+        writer = PartWriter(config.output_dir, "seed")
         writer.add("topics", [{"topic": topic, "news": None, "source": "config"} for topic in topics])
         writer.flush()
-    log.info("frontier seeded: %d new tasks for %d topics and %d users", added, len(topics), len(user_ids))
+    log.info("frontier seeded: %d new tasks for %d topics and %d users", added, len(topics), len(config.user_ids))
 
 
-def _run_workers(config, jar, pool, frontier, output_dir, progress) -> tuple[list[dict[str, Any]], str | None]:
+def _run_workers(config: CrawlConfig, jar: CookieJar, pool: CookiePool, frontier: Any, namespace: str,
+                 progress: bool) -> tuple[list[dict[str, Any]], str | None]:
     import ray
 
-    remote = ray.remote(CrawlWorker)
-    settings = _worker_settings(config, output_dir)
-    namespace = _namespace(config, output_dir)
-    workers = [
+    workers = _start_workers(config, jar, namespace)
+    refs = [worker.run.remote() for worker in workers]
+    stop_reason = None
+    try:
+        _wait_showing_progress(refs, workers, pool, frontier, progress)
+    except KeyboardInterrupt:
+        stop_reason = "interrupted (Ctrl-C)"
+        print("\nstopping: letting the crawl actors flush what they hold...", file=sys.stderr)
+        ray.get([worker.stop.remote(stop_reason) for worker in workers])
+    reports = ray.get(refs)
+    stop_reason = stop_reason or next((r["stop_reason"] for r in reports if r["stop_reason"]), None)
+    if stop_reason is None and not _call(frontier, "counts").drained:
+        stop_reason = "the crawl actors stopped with tasks left"
+    return reports, stop_reason
+
+
+def _start_workers(config: CrawlConfig, jar: CookieJar, namespace: str) -> list[Any]:
+    """The crawl actors, each restartable: Ray runs the constructor again, with the same plain arguments."""
+    import ray
+
+    remote = ray.remote(CrawlActor)
+    settings = actor_config(config)
+    return [
         remote.options(
             name=f"{namespace}:crawler-{i}", num_cpus=config.actor_cpus, max_restarts=3, max_task_retries=3,
             max_concurrency=1000,
-        ).remote(f"crawler-{i}", settings, jar, pool, frontier)
+        ).remote(f"crawler-{i}", settings, jar, namespace)
         for i in range(config.num_actors)
     ]
-    refs = [worker.run.remote() for worker in workers]
-    stop_reason = None
+
+
+def _wait_showing_progress(refs: list[Any], workers: list[Any], pool: CookiePool, frontier: Any,
+                           progress: bool) -> None:
+    import ray
+
     bar = _progress_bar(progress)
     polls = 0
     try:
@@ -203,21 +196,14 @@ def _run_workers(config, jar, pool, frontier, output_dir, progress) -> tuple[lis
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_S)
             _show(bar, frontier, workers)
             polls += 1
-            if polls % COOKIE_STATE_EVERY == 0 or len(ready) == len(refs):
+            finished = len(ready) == len(refs)
+            if finished or polls % COOKIE_STATE_EVERY == 0:
                 _export_cookie_states(pool)
-            if len(ready) == len(refs):
-                break
-    except KeyboardInterrupt:
-        stop_reason = "interrupted (Ctrl-C)"
-        print("\nstopping: letting the crawl actors flush what they hold...", file=sys.stderr)
-        ray.get([worker.stop.remote(stop_reason) for worker in workers])
-    reports = ray.get(refs)
-    if bar is not None:
-        bar.close()
-    stop_reason = stop_reason or next((r["stop_reason"] for r in reports if r["stop_reason"]), None)
-    if stop_reason is None and not _call(frontier, "counts").drained:
-        stop_reason = "the crawl actors stopped with tasks left"
-    return reports, stop_reason
+            if finished:
+                return
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _progress_bar(enabled: bool) -> Any:
@@ -295,12 +281,6 @@ def _weibo_time(text: str) -> datetime:
     day, hour = text[:10], text[11:]
     moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BEIJING)
     return moment + timedelta(hours=int(hour)) if hour else moment
-
-
-def _namespace(config: CrawlConfig, output_dir: Path) -> str:
-    """Names this crawl's state (Redis keys, Ray actors): from crawl_id, else from the output dir."""
-    crawl_id = config.crawl_id or hashlib.sha1(str(output_dir).encode()).hexdigest()[:10]
-    return f"socialalign:crawl:{crawl_id}"
 
 
 def _describe(summary: CrawlSummary) -> str:

@@ -1,20 +1,21 @@
 """What each crawl task fetches, and what its page yields: rows for the tables and the tasks it leads to.
 
-Pure functions, no I/O: `request_for(task)` builds the request, `handle(task, page)` parses a
-fetched body into a `TaskResult`. Search follows the research crawler: a query whose first page
-shows >= `split_at` pages is not read but re-asked finer (whole range -> days -> hours ->
+Pure functions, no I/O: `request_for(task)` builds the request, `handle(task, page, config)` parses
+a fetched body into a `TaskResult`. Search follows the research crawler: a query whose first page
+shows >= `split_at_pages` pages is not read but re-asked finer (whole range -> days -> hours ->
 provinces -> cities), otherwise its pages are followed up to Weibo's 50-page cap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
 from crawl_actors import parsers
+from crawl_actors.config import CrawlConfig, WeiboEndpoints
 from crawl_actors.frontier import Task
 from crawl_actors.regions import PROVINCES, WHOLE_PROVINCE, city_codes
 
@@ -33,26 +34,6 @@ BROWSER_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0.0.0 Safari/537.36"
 )
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    search: str = "https://s.weibo.com"
-    mobile: str = "https://m.weibo.cn"
-    ajax: str = "https://weibo.com"
-    ai: str = "https://ai.s.weibo.com"
-
-
-@dataclass(frozen=True)
-class CrawlLimits:
-    max_posts_per_user: int = 200
-    max_pages_per_user: int = 40
-    history_since: datetime | None = None  # keep history posts from this time on
-    split_at: int = 46
-    fetch_details: bool = True
-    fetch_regions: bool = True
-    fetch_long_text: bool = True
-    fetch_users: bool = True
 
 
 @dataclass
@@ -92,52 +73,68 @@ def search_task(
     return Task("search", f"{topic}|{span}|{region}|{page}" + ("" if hashtag else "|keyword"), params)
 
 
-def request_for(task: Task, endpoints: Endpoints, now: datetime) -> tuple[str, dict[str, str]]:
+def request_for(task: Task, endpoints: WeiboEndpoints, now: datetime) -> tuple[str, dict[str, str]]:
     """(url, headers without the cookie) for a task."""
-    p = task.params
-    if task.kind == "search":
-        query = f"#{p['topic']}#" if p.get("hashtag", True) else p["topic"]
-        url = (
-            f"{endpoints.search}/weibo?q={quote(query)}&scope=ori&suball=1"
-            f"&timescope=custom:{_hour(_dt(p['start']))}:{_hour(_dt(p['end']))}"
-        )
-        if p["province"] is not None:
-            url += f"&region=custom:{p['province']}:{p['city'] or WHOLE_PROVINCE}"
-        if p["page"] > 1:
-            url += f"&page={p['page']}"
-        return url, {"User-Agent": BROWSER_UA, "Referer": f"{endpoints.search}/"}
-    if task.kind == "ai_search":
-        url = f"{endpoints.ai}/web/other/ai/blogs2?dt={int(now.timestamp())}&query={quote(p['topic'])}&page={p['page']}"
-        return url, {"User-Agent": BROWSER_UA, "Referer": f"{endpoints.ai}/"}
-    if task.kind == "region":
-        return f"{endpoints.ajax}/ajax/statuses/show?id={p['bid']}", {"User-Agent": BROWSER_UA,
-                                                                     "Referer": f"{endpoints.ajax}/"}
-    mobile = {"User-Agent": BROWSER_UA, "Referer": f"{endpoints.mobile}/", "X-Requested-With": "XMLHttpRequest"}
-    container = f"{endpoints.mobile}/api/container/getIndex?containerid="
-    if task.kind == "profile":
-        return f"{container}100505{p['uid']}", mobile
-    if task.kind == "details":
-        return f"{container}230283{p['uid']}_-_INFO", mobile
-    if task.kind == "timeline":
-        return f"{container}107603{p['uid']}&page={p['page']}", mobile
-    if task.kind == "long_text":
-        return f"{endpoints.mobile}/statuses/extend?id={p['mid']}", mobile
-    raise ValueError(f"unknown task kind {task.kind!r}")
+    try:
+        url_of = _URLS[task.kind]
+    except KeyError:
+        raise ValueError(f"unknown task kind {task.kind!r}") from None
+    return url_of(task.params, endpoints, now), _headers(HOST_OF[task.kind], endpoints)
 
 
-def handle(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
-    """Parse a fetched body; raises parsers.ParseError / parsers.Blocked for the caller to classify."""
+def _headers(host: str, endpoints: WeiboEndpoints) -> dict[str, str]:
+    headers = {"User-Agent": BROWSER_UA, "Referer": f"{getattr(endpoints, host)}/"}
+    if host == "mobile":
+        headers["X-Requested-With"] = "XMLHttpRequest"
+    return headers
+
+
+def _search_url(p: dict[str, Any], endpoints: WeiboEndpoints, now: datetime) -> str:
+    query = f"#{p['topic']}#" if p.get("hashtag", True) else p["topic"]
+    url = (
+        f"{endpoints.search}/weibo?q={quote(query)}&scope=ori&suball=1"
+        f"&timescope=custom:{_hour(_dt(p['start']))}:{_hour(_dt(p['end']))}"
+    )
+    if p["province"] is not None:
+        url += f"&region=custom:{p['province']}:{p['city'] or WHOLE_PROVINCE}"
+    if p["page"] > 1:
+        url += f"&page={p['page']}"
+    return url
+
+
+def _ai_search_url(p: dict[str, Any], endpoints: WeiboEndpoints, now: datetime) -> str:
+    return f"{endpoints.ai}/web/other/ai/blogs2?dt={int(now.timestamp())}&query={quote(p['topic'])}&page={p['page']}"
+
+
+def _container(endpoints: WeiboEndpoints, containerid: str) -> str:
+    return f"{endpoints.mobile}/api/container/getIndex?containerid={containerid}"
+
+
+_URLS: dict[str, Callable[[dict[str, Any], WeiboEndpoints, datetime], str]] = {
+    "search": _search_url,
+    "ai_search": _ai_search_url,
+    "region": lambda p, endpoints, now: f"{endpoints.ajax}/ajax/statuses/show?id={p['bid']}",
+    "profile": lambda p, endpoints, now: _container(endpoints, f"100505{p['uid']}"),
+    "details": lambda p, endpoints, now: _container(endpoints, f"230283{p['uid']}_-_INFO"),
+    "timeline": lambda p, endpoints, now: _container(endpoints, f"107603{p['uid']}&page={p['page']}"),
+    "long_text": lambda p, endpoints, now: f"{endpoints.mobile}/statuses/extend?id={p['mid']}",
+}
+
+
+def handle(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
+    """Parse a fetched body (served at `now`); raises parsers.ParseError / parsers.Blocked for the
+    caller to classify."""
     handler = _HANDLERS[task.kind]
-    return handler(task, body, url, now, limits)
+    return handler(task, body, url, now, config)
 
 
-def _search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _search(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     p = task.params
     page = parsers.parse_search_page(body, url, now)
     result = TaskResult(partial_errors=list(getattr(page, "errors", [])))
     if page.empty:
         return result
-    if p["page"] == 1 and page.page_count >= limits.split_at:
+    if p["page"] == 1 and page.page_count >= config.split_at_pages:
         finer = _split(p)
         if finer:
             result.children.extend(finer)
@@ -148,7 +145,7 @@ def _search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits)
         start, end = _dt(p["start"]), _dt(p["end"])
         result.children.append(search_task(p["topic"], start, end, p["province"], p["city"], p["page"] + 1, p["level"],
                                            hashtag=p.get("hashtag", True)))
-    result.children.extend(_follow_posts(posts, limits))
+    result.children.extend(_follow_posts(posts, config))
     return result
 
 
@@ -181,24 +178,23 @@ def _cuts(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetim
     return cuts
 
 
-def _follow_posts(posts: list[dict[str, Any]], limits: CrawlLimits) -> list[Task]:
+def _follow_posts(posts: list[dict[str, Any]], config: CrawlConfig) -> list[Task]:
     children: list[Task] = []
     for post in posts:
-        if limits.fetch_regions and post.get("bid"):
+        if config.fetch_regions and post.get("bid"):
             children.append(Task("region", post["bid"], {"bid": post["bid"]}))
-        if limits.fetch_users:
-            children.extend(user_tasks(post["user_id"], limits))
+        children.extend(user_tasks(post["user_id"], config))
     return children
 
 
-def user_tasks(uid: str, limits: CrawlLimits) -> list[Task]:
+def user_tasks(uid: str, config: CrawlConfig) -> list[Task]:
     tasks = [Task("profile", uid, {"uid": uid}), Task("timeline", f"{uid}|1", {"uid": uid, "page": 1, "kept": 0})]
-    if limits.fetch_details:
+    if config.fetch_details:
         tasks.append(Task("details", uid, {"uid": uid}))
     return tasks
 
 
-def _ai_search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _ai_search(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     p = task.params
     page = parsers.parse_ai_search(body, url)
     result = TaskResult()
@@ -208,9 +204,8 @@ def _ai_search(task: Task, body: str, url: str, now: datetime, limits: CrawlLimi
     result.add("posts", posts)
     if page.has_more:
         result.children.append(Task("ai_search", f"{p['topic']}|{p['page'] + 1}", {**p, "page": p["page"] + 1}))
-    if limits.fetch_users:
-        for post in posts:
-            result.children.extend(user_tasks(post["user_id"], limits))
+    for post in posts:
+        result.children.extend(user_tasks(post["user_id"], config))
     return result
 
 
@@ -222,7 +217,7 @@ def _ai_post(post: dict[str, Any], topic: str) -> dict[str, Any]:
     }
 
 
-def _profile(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _profile(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     result = TaskResult()
     user = parsers.parse_profile(body, url)
     if user is not None:
@@ -230,40 +225,47 @@ def _profile(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits
     return result
 
 
-def _details(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _details(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     result = TaskResult()
     result.add("user_details", [{"user_id": task.params["uid"], **parsers.parse_details(body, url)}])
     return result
 
 
-def _timeline(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _timeline(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     p = task.params
     page = parsers.parse_timeline(body, url, now)
     result = TaskResult(partial_errors=list(page.errors))
-    room = limits.max_posts_per_user - p["kept"]
-    kept, reached_old = [], False
-    for post in page.posts:
-        if limits.history_since is not None and post.get("created_at") and post["created_at"] < limits.history_since:
-            # A pinned post may be old while newer ones follow it; only an old regular post ends the history.
-            reached_old = reached_old or not post.get("is_pinned")
-            continue
-        if len(kept) < room:
-            kept.append({**post, "user_id": post.get("user_id") or p["uid"]})
+    kept, reached_old = _history_to_keep(page.posts, p, config)
     result.add("history", kept)
-    if limits.fetch_long_text:
+    if config.fetch_long_text:
         wanted = {post["mid"] for post in kept}
         result.children.extend(
             Task("long_text", mid, {"mid": mid, "uid": p["uid"]}) for mid in page.needs_long_text if mid in wanted
         )
     total = p["kept"] + len(kept)
-    more = not page.end and not page.last and not reached_old and total < limits.max_posts_per_user
-    if more and p["page"] < limits.max_pages_per_user:
+    more = not page.end and not page.last and not reached_old and total < config.max_posts_per_user
+    if more and p["page"] < config.max_pages_per_user:
         next_params = {"uid": p["uid"], "page": p["page"] + 1, "kept": total}
         result.children.append(Task("timeline", f"{p['uid']}|{p['page'] + 1}", next_params))
     return result
 
 
-def _long_text(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _history_to_keep(posts: list[dict[str, Any]], p: dict[str, Any], config: CrawlConfig) -> tuple[list, bool]:
+    """The posts of a timeline page that the per-user limits keep, and whether one was too old."""
+    since = config.history_since(datetime.now(timezone.utc))  # our clock, not the server's (relative times)
+    room = config.max_posts_per_user - p["kept"]
+    kept, reached_old = [], False
+    for post in posts:
+        if since is not None and post.get("created_at") and post["created_at"] < since:
+            # A pinned post may be old while newer ones follow it; only an old regular post ends the history.
+            reached_old = reached_old or not post.get("is_pinned")
+            continue
+        if len(kept) < room:
+            kept.append({**post, "user_id": post.get("user_id") or p["uid"]})
+    return kept, reached_old
+
+
+def _long_text(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     result = TaskResult()
     # The truncated timeline text also lacks the hashtags and @users past the cut: take all three.
     rich = parsers.parse_long_text(body, url)
@@ -272,7 +274,7 @@ def _long_text(task: Task, body: str, url: str, now: datetime, limits: CrawlLimi
     return result
 
 
-def _region(task: Task, body: str, url: str, now: datetime, limits: CrawlLimits) -> TaskResult:
+def _region(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     result = TaskResult()
     result.add("regions", [{"bid": task.params["bid"], "region": parsers.parse_region(body, url)}])
     return result

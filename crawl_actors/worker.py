@@ -1,8 +1,9 @@
 """A crawl worker: many concurrent aiohttp requests in one Ray actor, through the shared cookie pool.
 
-Each of its `concurrency` loops leases a task, waits for a cookie with capacity on the task's host,
-fetches, classifies the answer, reports the cookie's outcome, stages the rows and queues the tasks
-the page leads to. Rows are flushed to a part file before their tasks are marked done.
+Each of its `concurrency_per_actor` loops leases a task, waits for a cookie with capacity on the
+task's host, fetches, classifies the answer, reports the cookie's outcome, stages the rows and
+queues the tasks the page leads to. Rows are flushed to a part file before their tasks are marked
+done.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 
 from cluster.metrics import count
 from crawl_actors import parsers
-from crawl_actors.cookies import NoUsableCookie
+from crawl_actors.config import CrawlConfig
+from crawl_actors.cookies import CookieJar, NoUsableCookie
 from crawl_actors.frontier import Task
 from crawl_actors.output import PartWriter
-from crawl_actors.tasks import HOST_OF, CrawlLimits, Endpoints, TaskResult, handle, request_for
+from crawl_actors.tasks import HOST_OF, TaskResult, handle, request_for
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +32,6 @@ SNIPPET_CHARS = 200
 THROTTLED = {418, 414}
 EXPIRED = {401, 403, 432}
 NOT_FOUND = {404, 410}
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    output_dir: str
-    endpoints: Endpoints = Endpoints()
-    limits: CrawlLimits = CrawlLimits()
-    concurrency: int = 16
-    lease_s: float = 300.0
-    max_attempts: int = 5  # failures that are the page's fault: a bad body, the network, an odd status
-    # Retries that are not (throttled, 5xx, its cookie died) do not count as attempts: a throttled crawl
-    # must not give up pages. They have their own, far larger bound, so that a page that always
-    # answers 5xx cannot loop for ever; running out of cookies stops the crawl instead (resumable).
-    max_deferrals: int = 50
-    request_timeout_s: float = 20.0
-    flush_every_tasks: int = 50
-    flush_interval_s: float = 5.0
-    idle_poll_s: float = 0.2
 
 
 @dataclass
@@ -82,14 +66,16 @@ class StopCrawl(Exception):
 
 
 class CrawlWorker:
-    def __init__(self, worker_id: str, settings: WorkerSettings, jar: Any, pool: Any, frontier: Any) -> None:
+    """Crawls with the `pool` and `frontier` it is given (the crawl's shared ones, or test stand-ins)."""
+
+    def __init__(self, worker_id: str, config: CrawlConfig, jar: CookieJar, pool: Any, frontier: Any) -> None:
         self.worker_id = worker_id
-        self.settings = settings
+        self.config = config
         self.jar = jar
         self.pool = pool
         self.frontier = frontier
         self.stats = WorkerStats()
-        self.writer = PartWriter(settings.output_dir, worker_id)
+        self.writer = PartWriter(config.output_dir, worker_id)
         self.unflushed: list[str] = []
         self.last_flush = time.monotonic()
         self.stopping: asyncio.Event | None = None
@@ -105,10 +91,11 @@ class CrawlWorker:
         if self.stop_reason is not None:
             self.stopping.set()
         self._flush_lock = asyncio.Lock()
-        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
-        connector = aiohttp.TCPConnector(limit=self.settings.concurrency)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as session:
-            loops = [asyncio.create_task(self._loop(session)) for _ in range(self.settings.concurrency)]
+        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s)
+        connector = aiohttp.TCPConnector(limit=self.config.concurrency_per_actor)
+        ignore_set_cookie = aiohttp.DummyCookieJar()  # the Cookie header is the pool's: never keep what Weibo sets
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector, cookie_jar=ignore_set_cookie) as session:
+            loops = [asyncio.create_task(self._loop(session)) for _ in range(self.config.concurrency_per_actor)]
             await asyncio.gather(*loops)
         await self._flush(force=True)
         return self.report()
@@ -136,11 +123,11 @@ class CrawlWorker:
 
     async def _loop(self, session: Any) -> None:
         while not self.stopping.is_set():
-            tasks = await self.frontier.lease(1, self.settings.lease_s)
+            tasks = await self.frontier.lease(1, self.config.lease_s)
             if not tasks:
                 if await self._finished():
                     return
-                await self._wait(self.settings.idle_poll_s)
+                await self._wait(self.config.idle_poll_s)
                 continue
             self.busy += 1
             try:
@@ -165,7 +152,7 @@ class CrawlWorker:
         except NoUsableCookie as error:
             await self.frontier.retry(task, counted=False)  # not this task's fault; it stays for a resumed crawl
             raise StopCrawl(error.reason) from error
-        url, headers = request_for(task, self.settings.endpoints, datetime.now(timezone.utc))
+        url, headers = request_for(task, self.config.endpoints, datetime.now(timezone.utc))
         outcome = await self._fetch(session, task, url, {**headers, "Cookie": self.jar.header(cookie_id)})
         if outcome.cookie is not None:
             await self.pool.report(cookie_id, host, outcome.cookie)
@@ -207,7 +194,7 @@ class CrawlWorker:
         if status != 200:
             return Outcome(None, "retry", error_kind="http", message=f"HTTP {status}")
         try:
-            result = handle(task, body, url, now, self.settings.limits)
+            result = handle(task, body, url, now, self.config)
         except parsers.Blocked as blocked:
             if blocked.reason == "rate_limited":
                 return Outcome("throttled", "defer", error_kind="http", message="rate limited (page says so)")
@@ -223,11 +210,14 @@ class CrawlWorker:
         if outcome.action == "done":
             await self._accept(task, outcome.result)
             return
+        # Retries that are not the page's fault (throttled, 5xx, its cookie died) are deferrals, not
+        # attempts: a throttled crawl must not give up pages. Their own, far larger bound stops a page
+        # that always answers 5xx; running out of cookies stops the crawl instead (resumable).
         counted = outcome.action != "defer"
         if counted:
-            final = outcome.action == "give_up" or task.attempts + 1 >= self.settings.max_attempts
+            final = outcome.action == "give_up" or task.attempts + 1 >= self.config.max_attempts
         else:
-            final = task.deferrals + 1 >= self.settings.max_deferrals
+            final = task.deferrals + 1 >= self.config.max_deferrals
         self._error(task, url, outcome, final)
         if final:
             self.unflushed.append(task.id)
@@ -244,7 +234,8 @@ class CrawlWorker:
             self.stats.rows[table] += len(rows)
             count("crawl_rows", len(rows), table=table)
         for problem in result.partial_errors:
-            self._error_row(task, getattr(problem, "url", ""), "parse", None, getattr(problem, "snippet", ""), str(problem))
+            url, snippet = getattr(problem, "url", ""), getattr(problem, "snippet", "")
+            self._error_row(task, url, "parse", None, snippet, str(problem))
         if result.children:
             await self.frontier.add(result.children)
         self.unflushed.append(task.id)
@@ -269,8 +260,8 @@ class CrawlWorker:
         }])
 
     async def _flush(self, force: bool = False) -> None:
-        due = len(self.unflushed) >= self.settings.flush_every_tasks or (
-            time.monotonic() - self.last_flush >= self.settings.flush_interval_s
+        due = len(self.unflushed) >= self.config.flush_every_tasks or (
+            time.monotonic() - self.last_flush >= self.config.flush_interval_s
         )
         if not (force or due) or (not self.unflushed and not self.writer.buffered):
             return

@@ -12,16 +12,18 @@ Endpoints, gatekeeping and faults: `server.py`; formats: `render.py`; the corpus
 what a perfect crawl recovers: `truth.py`. `python -m crawl_actors.simulator` serves it standalone.
 """
 
-from crawl_actors.simulator.config import FAULT_KINDS, HOST_CLASSES, RateLimit, SimulatorConfig, unlimited_rates
+from crawl_actors.config import HOSTS, RateLimit
+from crawl_actors.simulator.config import FAULT_KINDS, SimulatorConfig, unlimited_rates, weibo_limits
 from crawl_actors.simulator.server import CrawlTopic, WeiboSimulator, cookie_hash
 
 __all__ = [
     "FAULT_KINDS",
-    "HOST_CLASSES",
+    "HOSTS",
     "CrawlTopic",
     "RateLimit",
     "SimulatorConfig",
     "WeiboSimulator",
     "cookie_hash",
     "unlimited_rates",
+    "weibo_limits",
 ]

@@ -5,31 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-HOST_CLASSES = ("search", "mobile", "ajax", "ai")
+from crawl_actors.config import HOSTS, RateLimit
+
 FAULT_KINDS = ("malformed_html", "malformed_json", "http_500", "http_502", "http_503", "slow", "truncated")
 LAYOUTS = ("current", "2020")
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """A token bucket per cookie and host class: `rate` requests/s on average, `burst` at once.
-
-    The simulator's bucket holds burst + rate x jitter_s tokens: jitter_s seconds of slack for network
-    and server-side queueing jitter (a request granted on time may arrive late, then land right
-    behind the next one), so a client that keeps to (rate, burst) is never counted as a violator,
-    while one that sends even a fraction of a token more than that is.
-    """
-
-    rate: float
-    burst: int = 1
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0 or self.burst < 1:
-            raise ValueError(f"RateLimit needs rate > 0 and burst >= 1, got {self}")
-
-
-def default_rates() -> dict[str, RateLimit]:
-    # Community-measured paces (shared WEIBO.md §4): ~5-15 s on s.weibo.com, >= 0.5 s on m.weibo.cn.
+def weibo_limits() -> dict[str, RateLimit]:
+    """Weibo's own limits per cookie, as the simulator enforces them: the community-measured paces
+    (shared WEIBO.md §4: ~5-15 s on s.weibo.com, >= 0.5 s on m.weibo.cn). A different table from the
+    crawl's `default_rates()` on purpose: those are our pacing, kept below these."""
     return {
         "search": RateLimit(0.2, 1),
         "mobile": RateLimit(2.0, 2),
@@ -40,7 +25,7 @@ def default_rates() -> dict[str, RateLimit]:
 
 def unlimited_rates() -> dict[str, RateLimit]:
     """Rates no test client reaches: for round-trip tests that are not about throttling."""
-    return {name: RateLimit(100_000.0, 100_000) for name in HOST_CLASSES}
+    return {name: RateLimit(100_000.0, 100_000) for name in HOSTS}
 
 
 @dataclass
@@ -55,9 +40,13 @@ class SimulatorConfig:
     topic_posts: int = 150  # each other topic
     search_layout: str = "current"  # current | 2020
     now: datetime | None = None  # the simulator's clock (frozen); None: the real time, moving
-    rates: dict[str, RateLimit] = field(default_factory=default_rates)
+    rates: dict[str, RateLimit] = field(default_factory=weibo_limits)
     flood_rps: float = 10.0  # a violating cookie above this many requests/s gets 414 instead of 418
-    jitter_s: float = 0.1  # arrival-time jitter forgiven by the rate limiter (see RateLimit)
+    # The limiter's bucket per cookie and host holds burst + rate x jitter_s tokens: jitter_s seconds of
+    # slack for network and server-side queueing jitter (a request granted on time may arrive late, then
+    # land right behind the next one), so a client that keeps to (rate, burst) is never counted as a
+    # violator, while one that sends even a fraction of a token more than that is.
+    jitter_s: float = 0.1
     cookies: tuple[str, ...] = ()  # accepted cookies besides those made by new_cookies()
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] = FAULT_KINDS
@@ -73,7 +62,7 @@ class SimulatorConfig:
             (0 <= low <= high, "history_posts must be (low, high) with 0 <= low <= high"),
             (self.hot_topic_posts >= 1 and self.topic_posts >= 1, "topic post counts must be >= 1"),
             (self.search_layout in LAYOUTS, f"search_layout must be one of {LAYOUTS}"),
-            (set(self.rates) == set(HOST_CLASSES), f"rates must name exactly {HOST_CLASSES}"),
+            (set(self.rates) == set(HOSTS), f"rates must name exactly {HOSTS}"),
             (self.flood_rps > 0, "flood_rps must be > 0"),
             (self.jitter_s >= 0, "jitter_s must be >= 0"),
             (0.0 <= self.fault_rate <= 1.0, "fault_rate must be in [0, 1]"),

@@ -15,12 +15,12 @@ import pytest
 import ray
 import redis
 
+from crawl_actors.config import CookiePacing, RateLimit
 from crawl_actors.cookies import (
     CookieJar,
     CookiePool,
     Grant,
     NoUsableCookie,
-    PoolSettings,
     PoolState,
     RedisCookiePool,
     cookie_id,
@@ -30,9 +30,9 @@ from crawl_actors.cookies import (
 SECRET = "2A25SECRETq9"
 VALUES = [f"SUB=_{SECRET}{i}xWk; SUBP=0033WrSXqPxfM725Ws9jqgMF55529P9D9W{i}" for i in range(4)]
 IDS = [cookie_id(v) for v in VALUES]
-FAST = {"mobile": (100.0, 5), "search": (100.0, 5)}
+FAST = {"mobile": RateLimit(100.0, 5), "search": RateLimit(100.0, 5)}
 
-MakePool = Callable[[PoolSettings, list[str]], CookiePool]
+MakePool = Callable[[CookiePacing, list[str]], CookiePool]
 
 
 @pytest.fixture(params=["redis", "actor"])
@@ -57,7 +57,7 @@ def test_rate_limit_holds_and_spreads_under_concurrent_acquirers(make_pool: Make
     cookies, rate, burst, window_s = 3, 10.0, 2, 2.0
 
     async def hammer() -> tuple[Counter, Counter, float, list]:
-        pool = make_pool(PoolSettings(rates={"mobile": (rate, burst)}, max_pause_s=5), IDS[:cookies])
+        pool = make_pool(CookiePacing(rates={"mobile": RateLimit(rate, burst)}, max_pause_s=5), IDS[:cookies])
         granted, in_window = Counter(), Counter()
         start = time.monotonic()
         end = start + window_s
@@ -90,19 +90,19 @@ def test_two_crawls_sharing_a_cookie_on_redis_share_its_rate(redis_url: str) -> 
 
     from crawl_actors.config import CrawlConfig
     from crawl_actors.cookies import DEFAULT_NAME
-    from crawl_actors.job import _namespace, cookie_pool
+    from crawl_actors.shared import crawl_namespace, open_cookie_pool
 
     assert CrawlConfig().cookie_namespace == DEFAULT_NAME
     rate, burst, window_s = 10.0, 2, 2.0
     value = f"SUB=_{SECRET}{uuid.uuid4().hex}"
     shared = f"test-cookies-{uuid.uuid4().hex[:8]}"  # stands for DEFAULT_NAME, fresh for this test
     configs = [CrawlConfig(crawl_id=f"crawl-{i}-{uuid.uuid4().hex[:6]}", cookie_namespace=shared,
-                           cookies=SecretStr(value), rates={"mobile": {"rate": rate, "burst": burst}}, max_pause_s=5)
+                           cookies=SecretStr(value), redis_url=SecretStr(redis_url),
+                           rates={"mobile": {"rate": rate, "burst": burst}}, max_pause_s=5)
                for i in range(2)]
 
     async def hammer() -> tuple[list[int], float]:
-        pools = [cookie_pool(config, CookieJar([value]), redis_url, _namespace(config, config.output_dir))
-                 for config in configs]
+        pools = [open_cookie_pool(config, CookieJar([value]).ids, crawl_namespace(config)) for config in configs]
         granted = [0, 0]
         start = time.monotonic()
 
@@ -124,7 +124,7 @@ def test_two_crawls_sharing_a_cookie_on_redis_share_its_rate(redis_url: str) -> 
 
 
 def test_throttle_cools_down_on_every_host_with_exponential_backoff(make_pool: MakePool) -> None:
-    settings = PoolSettings(rates=FAST, backoff_base_s=0.2, backoff_factor=2, backoff_max_s=0.5, max_pause_s=2)
+    settings = CookiePacing(rates=FAST, cooldown_s=0.2, cooldown_factor=2, cooldown_max_s=0.5, max_pause_s=2)
     a, b = IDS[:2]
 
     async def scenario() -> None:
@@ -148,7 +148,7 @@ def test_throttle_cools_down_on_every_host_with_exponential_backoff(make_pool: M
         assert 0.3 < await cooldown_of_a(2) <= 0.4
         await asyncio.sleep(0.45)
         await pool.report(a, "mobile", "throttled")
-        assert 0.4 < await cooldown_of_a(3) <= 0.5  # 0.8 s capped at backoff_max_s
+        assert 0.4 < await cooldown_of_a(3) <= 0.5  # 0.8 s capped at cooldown_max_s
         await asyncio.sleep(0.55)
         await pool.report(a, "mobile", "ok")
         assert by_id(await pool.status())[a].consecutive_failures == 0
@@ -162,7 +162,7 @@ def test_throttle_cools_down_on_every_host_with_exponential_backoff(make_pool: M
 
 def test_acquire_wait_sleeps_through_a_short_cooldown_and_gives_up_on_a_long_one(make_pool: MakePool) -> None:
     async def scenario(backoff_s: float) -> tuple[str | Exception, float]:
-        settings = PoolSettings(rates=FAST, backoff_base_s=backoff_s, backoff_max_s=backoff_s, max_pause_s=0.5)
+        settings = CookiePacing(rates=FAST, cooldown_s=backoff_s, cooldown_max_s=backoff_s, max_pause_s=0.5)
         pool = make_pool(settings, IDS[:2])
         for cid in IDS[:2]:
             await pool.report(cid, "mobile", "throttled")
@@ -183,7 +183,7 @@ def test_acquire_wait_sleeps_through_a_short_cooldown_and_gives_up_on_a_long_one
 
 def test_expired_cookie_is_out_for_good_and_all_expired_fails_at_once(make_pool: MakePool) -> None:
     async def scenario() -> None:
-        pool = make_pool(PoolSettings(rates=FAST), IDS[:3])
+        pool = make_pool(CookiePacing(rates=FAST), IDS[:3])
         await pool.report(IDS[0], "mobile", "expired")
         await pool.report(IDS[0], "mobile", "ok")
         assert by_id(await pool.status())[IDS[0]].state == "dead"
@@ -206,7 +206,7 @@ def test_expired_cookie_is_out_for_good_and_all_expired_fails_at_once(make_pool:
 
 def test_clear_errors(make_pool: MakePool) -> None:
     async def scenario() -> None:
-        pool = make_pool(PoolSettings(rates=FAST), IDS[:2])
+        pool = make_pool(CookiePacing(rates=FAST), IDS[:2])
         with pytest.raises(ValueError, match="unknown host class 'weibo.com'"):
             await pool.acquire("weibo.com")
         with pytest.raises(ValueError, match=f"unknown cookie id '{IDS[3]}'"):
@@ -221,22 +221,22 @@ def test_clear_errors(make_pool: MakePool) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"rates": {"search": (0, 1)}}, r"rates\['search'\]: rate must be > 0"),
-        ({"rates": {"ai": (1.0, 0)}}, r"rates\['ai'\]: burst must be an integer >= 1"),
-        ({"rates": {}}, "rates is empty"),
-        ({"backoff_base_s": 0}, "backoff_base_s must be > 0"),
-        ({"backoff_max_s": 1}, "backoff_max_s must be >= backoff_base_s"),
-        ({"backoff_factor": 0.5}, "backoff_factor must be >= 1"),
+        ({"rates": {"search": {"rate": 0, "burst": 1}}}, r"rates\.search\.rate\s+Input should be greater than 0"),
+        ({"rates": {"ai": {"rate": 1.0, "burst": 0}}}, r"rates\.ai\.burst\s+Input should be greater than or equal"),
+        ({"rates": {}}, r"rates\s+Dictionary should have at least 1 item"),
+        ({"cooldown_s": 0}, r"cooldown_s\s+Input should be greater than 0"),
+        ({"cooldown_max_s": 1}, "cooldown_max_s must be >= cooldown_s"),
+        ({"cooldown_factor": 0.5}, r"cooldown_factor\s+Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        PoolSettings(**kwargs)
+        CookiePacing(**kwargs)
 
 
 def test_redis_state_survives_recreating_the_pool(redis_url: str) -> None:
     namespace = f"test-cookies-{uuid.uuid4().hex[:8]}"
-    settings = PoolSettings(rates={"search": (0.05, 1)})
+    settings = CookiePacing(rates={"search": RateLimit(0.05, 1)})
 
     async def scenario() -> None:
         async with RedisCookiePool(redis_url, settings, IDS[:2], namespace=namespace) as first:
@@ -261,8 +261,9 @@ def test_redis_state_survives_recreating_the_pool(redis_url: str) -> None:
 
 
 def test_lua_and_python_state_machines_agree_on_a_random_sequence(redis_url: str) -> None:
-    settings = PoolSettings(
-        rates={"search": (0.5, 2), "mobile": (3.0, 1)}, backoff_base_s=1, backoff_factor=2, backoff_max_s=6
+    settings = CookiePacing(
+        rates={"search": RateLimit(0.5, 2), "mobile": RateLimit(3.0, 1)}, cooldown_s=1, cooldown_factor=2,
+        cooldown_max_s=6,
     )
     ids, rng, clock = IDS, random.Random(7), [1_000_000.0]
     python = PoolState(settings)
@@ -297,7 +298,7 @@ def test_no_cookie_value_leaks(make_pool: MakePool, redis_url: str, caplog: pyte
     texts = [repr(jar), str(jar)]
 
     async def scenario() -> None:
-        pool = make_pool(PoolSettings(rates=FAST, max_pause_s=0), jar.ids)
+        pool = make_pool(CookiePacing(rates=FAST, max_pause_s=0), jar.ids)
         texts.append(repr(pool))
         grant = await pool.acquire("mobile")
         assert jar.header(grant.cookie_id) == VALUES[0]
@@ -309,7 +310,7 @@ def test_no_cookie_value_leaks(make_pool: MakePool, redis_url: str, caplog: pyte
         with pytest.raises(NoUsableCookie) as no_cookie:
             await pool.acquire_wait("mobile")
         with pytest.raises(ValueError) as value_as_id:
-            make_pool(PoolSettings(), [*jar.ids, VALUES[0]])
+            make_pool(CookiePacing(), [*jar.ids, VALUES[0]])
         with pytest.raises(ValueError) as value_reported:
             await pool.report(VALUES[1], "mobile", "ok")
         texts.extend([str(no_cookie.value), str(value_as_id.value), str(value_reported.value)])
@@ -338,7 +339,7 @@ def _everything_in_redis(url: str) -> list[str]:
 
 def test_actor_pool_is_shared_by_name_and_refuses_other_settings(ray_local: object) -> None:
     name = f"test-cookies-{uuid.uuid4().hex[:8]}"
-    settings = PoolSettings(rates=FAST)
+    settings = CookiePacing(rates=FAST)
     first = create_cookie_pool(settings, IDS[:2], name=name)
     second = create_cookie_pool(settings, IDS[:3], name=name)
     try:
@@ -346,8 +347,8 @@ def test_actor_pool_is_shared_by_name_and_refuses_other_settings(ray_local: obje
         assert [s.state for s in asyncio.run(second.status())] == ["dead", "ok", "ok"]
         grants = {asyncio.run(first.acquire("mobile")).cookie_id for _ in range(4)}
         assert grants == {IDS[1]}, "a client was granted a cookie its jar does not hold"
-        with pytest.raises(ValueError, match="other PoolSettings"):
-            create_cookie_pool(PoolSettings(rates={"mobile": (1.0, 1)}), IDS[:2], name=name)
+        with pytest.raises(ValueError, match="other rates or cooldowns"):
+            create_cookie_pool(CookiePacing(rates={"mobile": RateLimit(1.0, 1)}), IDS[:2], name=name)
     finally:
         ray.kill(ray.get_actor(name))
 

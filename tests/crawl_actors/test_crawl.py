@@ -22,14 +22,16 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from cluster.reports import read_report, read_success, write_success
 from cluster.schemas import CRAWL_TABLES, PRIMARY_KEYS
 from cluster.stage_config import RayConfig
 from crawl_actors.config import CrawlConfig
 from crawl_actors.cookies import cookie_id
 from crawl_actors.export import main as export_main
 from crawl_actors.frontier import FrontierState, RedisFrontier
-from crawl_actors.job import _namespace, crawl
+from crawl_actors.job import crawl, run
 from crawl_actors.output import read_table
+from crawl_actors.shared import crawl_namespace
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator
 from crawl_actors.tasks import BEIJING
 
@@ -114,7 +116,8 @@ def assert_equals_ground_truth(sim: WeiboSimulator, output_dir: Path) -> None:
         want = {tuple(row[k] for k in keys): row for row in truth_rows(sim, name)}
         assert len(got) == len(table_rows(output_dir, name)), f"{name}: duplicate keys"
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        assert not missing and not extra, f"{name}: {len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}"
+        assert not missing and not extra, (
+            f"{name}: {len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}")
         wrong = [(key, got[key], want[key]) for key in want if got[key] != want[key]]
         assert not wrong, f"{name}: {len(wrong)} rows differ, e.g. {wrong[0]}"
 
@@ -128,6 +131,11 @@ def test_a_full_crawl_reproduces_the_ground_truth(simulator, no_violations, back
     summary = crawl(config, progress=False)
     assert summary.stop_reason is None
     assert_equals_ground_truth(simulator, tmp_path / "crawl")
+    report = read_report(tmp_path / "crawl")  # what the demo reads of a finished crawl
+    assert report["rows"] == summary.rows and report["rows"]["history"] == len(truth_rows(simulator, "history"))
+    assert (report["requests"], report["retries"], report["errors"]) == (summary.requests, summary.retries,
+                                                                         summary.errors)
+    assert report["requests"] > 0 and report["seconds"] > 0
     levels = Counter(row["kind"] for row in table_rows(tmp_path / "crawl", "errors"))
     assert not levels, f"a clean crawl recorded errors: {levels}"
     assert read_table(tmp_path / "crawl", "topics").column("news").null_count == 0  # AI search brought the news
@@ -191,7 +199,7 @@ def test_a_killed_crawl_actor_restarts_and_nothing_is_lost(simulator, no_violati
     start = requests_so_far(simulator)
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 150)
-    victim = ray.get_actor(f"{_namespace(config, (tmp_path / 'crawl').resolve())}:crawler-0")
+    victim = ray.get_actor(f"{crawl_namespace(config)}:crawler-0")
     first_pid = ray.get(victim.report.remote())["pid"]
     ray.kill(victim, no_restart=False)
     assert wait_for_new_pid(victim, first_pid) != first_pid  # it really died and came back
@@ -205,7 +213,7 @@ def frontier_counts(config: CrawlConfig, output: Path):
     """The crawl's frontier as it is now, read from its journal (Ray actor backend) or from Redis."""
     if config.redis_url is None:
         return FrontierState(output.resolve() / "_frontier" / "journal.jsonl").counts()
-    frontier = RedisFrontier(config.redis_url.get_secret_value(), _namespace(config, output.resolve()))
+    frontier = RedisFrontier(config.redis_url.get_secret_value(), crawl_namespace(config))
 
     async def counts():
         try:
@@ -225,7 +233,7 @@ def test_an_interrupted_crawl_resumes_without_refetching(simulator, no_violation
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 200)
     for i in range(config.num_actors):
-        ray.get_actor(f"{_namespace(config, output.resolve())}:crawler-{i}").stop.remote("test interrupt")
+        ray.get_actor(f"{crawl_namespace(config)}:crawler-{i}").stop.remote("test interrupt")
     thread.join(timeout=300)
     first = outcome["summary"]
     assert first.stop_reason == "test interrupt"
@@ -279,7 +287,8 @@ def test_ctrl_c_on_socialalign_crawl_keeps_the_data_and_a_rerun_finishes(simulat
         refetch_allowance
 
 
-def test_an_expired_cookie_is_taken_out_and_the_others_finish(simulator, no_violations, backend, tmp_path: Path) -> None:
+def test_an_expired_cookie_is_taken_out_and_the_others_finish(simulator, no_violations, backend,
+                                                              tmp_path: Path) -> None:
     cookies = simulator.new_cookies(3)
     simulator.expire_cookie(cookies[0])
     summary = crawl(crawl_config(simulator, tmp_path / "crawl", cookies, backend), progress=False)
@@ -294,6 +303,7 @@ def test_all_cookies_banned_stops_cleanly_and_a_new_cookie_resumes(simulator, no
     output = tmp_path / "crawl"
     cookies = simulator.new_cookies(2)
     config = crawl_config(simulator, output, cookies, backend)
+    write_success(output, "crawl", {"rows": {}})  # left by an earlier crawl into the same directory
     start = requests_so_far(simulator)
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 150)
@@ -303,10 +313,12 @@ def test_all_cookies_banned_stops_cleanly_and_a_new_cookie_resumes(simulator, no
     summary = outcome["summary"]
     assert summary.stop_reason is not None and "cookie" in summary.stop_reason
     assert sum(len(table_rows(output, name)) for name in COMPARED) > 0  # data intact, tables merged
+    assert read_success(output) is None  # a crawl that stopped early has not finished
 
     fresh = crawl_config(simulator, output, simulator.new_cookies(2), backend)
     assert crawl(fresh, progress=False).stop_reason is None
     assert_equals_ground_truth(simulator, output)
+    assert read_report(output)["rows"]["history"] == len(truth_rows(simulator, "history"))
 
 
 def test_export_writes_the_research_formats(simulator, no_violations, tmp_path: Path, ray_local) -> None:
@@ -334,6 +346,8 @@ def test_missing_cookies_and_keywords_are_config_errors(tmp_path: Path) -> None:
         crawl(CrawlConfig(output_dir=tmp_path, keywords=["x"], start="2025-10-01", end="2025-10-02"), progress=False)
     with pytest.raises(ConfigError, match="searching needs a time range"):
         crawl(CrawlConfig(output_dir=tmp_path, keywords=["x"], cookies=SecretStr("SUB=sim-1")), progress=False)
+    with pytest.raises(ConfigError, match="keywords: give at least one topic"):  # the runner leaves printing to the CLI
+        run(CrawlConfig(output_dir=tmp_path))
 
 
 def test_users_can_be_crawled_directly(simulator, no_violations, tmp_path: Path, ray_local) -> None:
@@ -387,7 +401,8 @@ def test_per_user_limits_keep_what_the_ground_truth_keeps(simulator, no_violatio
     kept = {uid: len(got.get(uid, [])) for uid in users}
     cut = {"posts": 12, "pages": 20}.get(limit)
     if cut is not None:
-        assert all(kept[uid] == min(cut, len(full[uid])) for uid in users) and any(len(full[uid]) > cut for uid in users)
+        assert all(kept[uid] == min(cut, len(full[uid])) for uid in users)
+        assert any(len(full[uid]) > cut for uid in users)
     else:
         assert any(0 < kept[uid] < min(12, len(full[uid])) for uid in users), kept  # some cut by age, not count
 

@@ -18,15 +18,16 @@ from aiohttp import web
 
 from cluster.http_thread import serve_in_thread
 from crawl_actors import tasks as crawl_tasks
+from crawl_actors.config import CrawlConfig
 from crawl_actors.cookies import CookieJar, NoUsableCookie, cookie_id
 from crawl_actors.frontier import FrontierState, Task
 from crawl_actors.output import finalize, read_table
-from crawl_actors.tasks import CrawlLimits, Endpoints, user_tasks
-from crawl_actors.worker import CrawlWorker, WorkerSettings, served_time
+from crawl_actors.tasks import user_tasks
+from crawl_actors.worker import CrawlWorker, served_time
 
 COOKIE = "SUB=worker-test-cookie; SUBP=worker-test"
 NOTHING_HERE = {"ok": 0, "msg": "这里还没有内容", "data": {"cards": []}}
-LIMITS = CrawlLimits(fetch_details=False, fetch_long_text=False, fetch_regions=False)
+SCOPE = dict(fetch_details=False, fetch_long_text=False, fetch_regions=False)
 
 
 def profile(uid: str, followers: object = "1万") -> dict:
@@ -118,11 +119,12 @@ def weibo() -> Iterator[tuple[ScriptedWeibo, str]]:
 
 
 def crawl_users(url: str, output: Path, uids: list[str], pool: Any = None, **settings: Any) -> tuple[dict, Any]:
-    frontier = MemoryFrontier([task for uid in uids for task in user_tasks(uid, LIMITS)])
-    values = dict(output_dir=str(output), endpoints=Endpoints(mobile=url), limits=LIMITS, concurrency=2,
+    values = dict(output_dir=output, endpoints={"mobile": url}, **SCOPE, concurrency_per_actor=2,
                   max_attempts=2, flush_interval_s=0.0, idle_poll_s=0.01, request_timeout_s=5)
     values.update(settings)
-    worker = CrawlWorker("w0", WorkerSettings(**values), CookieJar([COOKIE]), pool or OneCookiePool(), frontier)
+    config = CrawlConfig(**values)
+    frontier = MemoryFrontier([task for uid in uids for task in user_tasks(uid, config)])
+    worker = CrawlWorker("w0", config, CookieJar([COOKIE]), pool or OneCookiePool(), frontier)
     report = asyncio.run(asyncio.wait_for(worker.run(), timeout=60))
     finalize(output)
     return report, frontier
@@ -140,10 +142,10 @@ def test_bad_pages_and_a_handler_bug_are_error_rows_and_the_crawl_finishes(weibo
     server.on("1005052", (200, profile("2")))
     broken_handler = crawl_tasks._HANDLERS["profile"]
 
-    def handler_with_a_bug(task, body, page_url, now, limits):
+    def handler_with_a_bug(task, body, page_url, now, config):
         if task.params["uid"] == "2":
             raise RuntimeError("a bug in a handler")
-        return broken_handler(task, body, page_url, now, limits)
+        return broken_handler(task, body, page_url, now, config)
 
     monkeypatch.setitem(crawl_tasks._HANDLERS, "profile", handler_with_a_bug)
     report, frontier = crawl_users(url, tmp_path, ["1", "2"])
@@ -202,7 +204,7 @@ def test_blocked_answers_keep_their_http_status_in_the_errors_table(weibo, tmp_p
 
 def test_no_usable_cookie_stops_the_worker_and_costs_the_task_no_attempt(weibo, tmp_path: Path) -> None:
     _, url = weibo
-    report, frontier = crawl_users(url, tmp_path, ["6"], pool=OneCookiePool(usable=False), concurrency=1)
+    report, frontier = crawl_users(url, tmp_path, ["6"], pool=OneCookiePool(usable=False), concurrency_per_actor=1)
 
     assert report["stop_reason"] == "all 1 cookies are dead (test)" and report["requests"] == 0
     waiting = [frontier.state.tasks[task_id] for task_id in frontier.state.pending]
