@@ -556,3 +556,27 @@ def test_stats_endpoint_and_standalone_command(tiny) -> None:
     assert lines[0].startswith("Weibo simulator at http://127.0.0.1:")
     assert lines[1].startswith("topic #") and "timescope=custom:2025-10-06-0:2025-10-09-0" in lines[1]
     assert all(line.startswith("cookie SUB=sim-") for line in lines[2:])
+
+
+def test_standalone_command_tells_programs_where_it_is_in_json() -> None:
+    """The demo starts the simulator as a process: one JSON line says where it listens, what topics it
+    serves (bounds in Beijing time) and which cookies it issued; its limits come from --rates; SIGTERM
+    stops it cleanly."""
+    command = [sys.executable, "-m", "crawl_actors.simulator", "--port", "0", "--cookies", "2", "--users", "4",
+               "--topics", "2", "--history", "1", "3", "--hot-topic-posts", "20", "--topic-posts", "5",
+               "--rates", "mobile=1000:10", "--json"]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as process:
+        try:
+            info = json.loads(process.stdout.readline())
+            statuses = [reply.status for reply in fetch(
+                [f"{info['base_url']}/api/container/getIndex?containerid=1005051"] * 5, info["cookies"][0])]
+        finally:
+            process.terminate()
+            code = process.wait(timeout=30)
+    assert code == 0
+    assert len(info["cookies"]) == 2 and all(cookie.startswith("SUB=sim-") for cookie in info["cookies"])
+    assert [set(topic) for topic in info["topics"]] == [{"name", "query", "start", "end", "hot"}] * 2
+    assert info["topics"][0]["hot"] and info["topics"][0]["query"] == f"#{info['topics'][0]['name']}#"
+    assert datetime.fromisoformat(info["topics"][0]["start"]).utcoffset() == timedelta(hours=8)
+    assert statuses == [200] * 5  # five at once: over Weibo's mobile limit (burst 2), within the one given
