@@ -12,13 +12,13 @@ import json
 import re
 import sys
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from crawl_actors.output import read_table
+from crawl_actors.parsers import BEIJING
 
-BEIJING = timezone(timedelta(hours=8))
 SEARCH_COLUMNS = (
     "id", "bid", "user_id", "用户昵称", "微博正文", "头条文章url", "发布位置", "艾特用户", "话题", "转发数",
     "评论数", "点赞数", "发布时间", "发布工具", "微博图片url", "微博视频url", "retweet_id", "ip", "user_authentication",

@@ -17,9 +17,9 @@ from urllib.parse import quote
 from crawl_actors import parsers
 from crawl_actors.config import CrawlConfig, WeiboEndpoints
 from crawl_actors.frontier import Task
+from crawl_actors.parsers import BEIJING
 from crawl_actors.regions import PROVINCES, WHOLE_PROVINCE, city_codes
 
-BEIJING = timezone(timedelta(hours=8))
 MAX_SEARCH_PAGES = 50
 HOST_OF = {
     "search": "search",

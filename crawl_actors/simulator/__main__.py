@@ -9,8 +9,7 @@ import signal
 import sys
 import threading
 
-from crawl_actors.config import HOSTS, RateLimit
-from crawl_actors.simulator import SimulatorConfig, WeiboSimulator, unlimited_rates, weibo_limits
+from crawl_actors.simulator import HOSTS, RateLimit, SimulatorConfig, WeiboSimulator, unlimited_rates, weibo_limits
 from crawl_actors.simulator.corpus import BEIJING
 
 
