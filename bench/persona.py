@@ -25,8 +25,8 @@ from cluster.parquet import atomic_write_parquet, read_table_dir  # noqa: E402
 from cluster.schemas import CASES, CLEAN_HISTORY, PERSONAS  # noqa: E402
 from cluster.stage_config import RayConfig  # noqa: E402
 from dataset_jobs.config import DatasetConfig  # noqa: E402
-from dataset_jobs.fake_llm import FakeLLM, FakeLLMConfig  # noqa: E402
-from dataset_jobs.job import _persona  # noqa: E402
+from dataset_jobs.steps import persona  # noqa: E402
+from tests.fakes.openai_server import FakeLLM, FakeLLMConfig  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
         try:
             began = time.perf_counter()
-            report = _persona(config, out, out)
+            report = persona.build(config, out, out)
             wall = time.perf_counter() - began
         finally:
             ray.shutdown()

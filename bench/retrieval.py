@@ -75,7 +75,7 @@ def ray_data_job(histories: list[list[str]], news: str) -> float:
     from cluster.schemas import CASES, CLEAN_HISTORY
     from cluster.stage_config import RayConfig
     from dataset_jobs.config import DatasetConfig
-    from dataset_jobs.job import _retrieve
+    from dataset_jobs.steps import retrieve
 
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
     with tempfile.TemporaryDirectory() as work:
@@ -92,7 +92,7 @@ def ray_data_job(histories: list[list[str]], news: str) -> float:
         try:
             config = DatasetConfig(output_dir=out, ray=RayConfig(include_dashboard=False))
             began = time.perf_counter()
-            _retrieve(config, out, out)
+            retrieve.build(config, out, out)
             return time.perf_counter() - began
         finally:
             ray.shutdown()
@@ -102,7 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--posts", type=int, default=200)
-    parser.add_argument("--sample", type=int, default=200, help="users the research algorithm runs on (200: one mismatch moves agreement by 0.5%%)")
+    parser.add_argument("--sample", type=int, default=200,
+                        help="users the research algorithm runs on (200: one mismatch moves agreement by 0.5%%)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

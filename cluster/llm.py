@@ -62,13 +62,15 @@ class StartRate:
 class LLMClient:
     """Chat completions through `config`'s endpoint; create it inside the event loop that uses it."""
 
-    def __init__(self, config: LLMEndpointConfig, rate_share: float = 1.0) -> None:
+    def __init__(self, config: LLMEndpointConfig, rate_share: float = 1.0, backoff: Backoff | None = None) -> None:
+        """`rate_share`: this client's part of the endpoint's `requests_per_second` (one of several
+        workers); `backoff`: the retry policy (default: the shared one, `max_retries` + 1 tries)."""
         from openai import AsyncOpenAI
 
         if not config.base_url or not config.model:
             raise ValueError("an LLM endpoint needs base_url and model")
         self.model = config.model
-        self.policy = Backoff(attempts=config.max_retries + 1)
+        self.policy = backoff or Backoff(attempts=config.max_retries + 1)
         self.client = AsyncOpenAI(
             base_url=config.base_url, api_key=api_key(config) or "not-needed", timeout=config.timeout_s, max_retries=0
         )
@@ -79,21 +81,33 @@ class LLMClient:
     async def chat(
         self, messages: list[dict[str, str]], accept: Callable[[Any], Answer], **options: Any
     ) -> tuple[Answer, int]:
-        """`accept(reply)` of the first usable reply, and the tries it took. `accept` raises
+        """`accept(reply)` of the first usable reply, and the tries it took. `options` go to
+        `chat.completions.create` (temperature, max_tokens, response_format, ...). `accept` raises
         UnusableAnswer to ask again; a failure left after the retries is raised (an openai.APIError,
-        or UnusableAnswer)."""
+        or UnusableAnswer), and `tries_of(failure)` says how many tries it took."""
         tries = 0
-        async for attempt in retrying(self.policy, is_retryable, retry_after_header):
-            with attempt:
-                tries += 1
-                async with self.gate:
-                    await self.start_rate.wait()
-                    reply = await self.client.chat.completions.create(model=self.model, messages=messages, **options)
-                return accept(reply), tries
+        try:
+            async for attempt in retrying(self.policy, is_retryable, retry_after_header):
+                with attempt:
+                    tries += 1
+                    async with self.gate:
+                        await self.start_rate.wait()
+                        reply = await self.client.chat.completions.create(
+                            model=self.model, messages=messages, **options
+                        )
+                    return accept(reply), tries
+        except Exception as failure:
+            failure.llm_tries = tries  # type: ignore[attr-defined]  # the failure stays what the endpoint said
+            raise
         raise AssertionError("unreachable: retrying() raises the last failure")
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def tries_of(failure: BaseException) -> int:
+    """The tries a failure raised by `LLMClient.chat` took (1 for any other error)."""
+    return getattr(failure, "llm_tries", 1)
 
 
 def api_key(config: LLMEndpointConfig) -> str | None:

@@ -12,7 +12,7 @@ from cluster.stage_config import StageConfig
 
 
 class DatasetConfig(StageConfig):
-    """Stage 2: clean, retrieve, extract personas and build the SFT set with Ray Data."""
+    """build-dataset: clean, retrieve, extract personas and build the SFT set with Ray Data."""
 
     crawl_dir: Path = Field(Path("data/crawl"), description="output_dir of the crawl")
     output_dir: Path = Path("data/dataset")

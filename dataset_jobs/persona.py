@@ -1,11 +1,11 @@
 """One persona per user: five short facets (interests, language style, emotional tone, personality,
 values), through any OpenAI-compatible endpoint, or built offline from the user's own posts.
 
-LLM calls: the research persona prompt; async with at most `concurrency` calls in flight per
-worker and a request-rate cap; 429, 5xx, timeouts and connection errors retried with exponential
-backoff; every answer kept in a content-hash cache (the hash of model + prompt) so a re-run never
-pays twice; token usage recorded per call. A user whose retries run out gets the offline persona
-and is flagged with the reason; the job goes on.
+LLM calls: the research persona prompt, through the shared client (`cluster.llm.LLMClient`: at most
+`concurrency` calls in flight per worker, a request-rate cap, timeouts, 408/409/429/5xx and empty
+answers retried by the shared policy of `cluster.retry`); token usage recorded per call. Every answer
+is keyed by a content hash (model + prompt) so the persona step's cache never pays twice. A user
+whose retries run out gets the offline persona and is flagged with the reason; the job goes on.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import re
 import statistics
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.llm import LLMClient, LLMEndpointConfig, UnusableAnswer, tries_of
+from cluster.retry import Backoff
 from dataset_jobs.retrieval import tokenize
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,10 @@ FACETS = ("兴趣话题", "语言风格", "情感基调", "性格特征", "价�
 FACET_CHARS = 20
 OFFLINE_MODEL = "offline"
 
-_POSITIVE = ("好", "棒", "赞", "支持", "喜欢", "开心", "期待", "感动", "厉害", "加油", "点赞", "优秀", "幸福", "满意", "哈哈")
-_NEGATIVE = ("差", "烂", "烦", "失望", "生气", "愤怒", "离谱", "垃圾", "难过", "讨厌", "无语", "坑", "糟", "担心", "吐槽")
+_POSITIVE = ("好", "棒", "赞", "支持", "喜欢", "开心", "期待", "感动", "厉害", "加油",
+             "点赞", "优秀", "幸福", "满意", "哈哈")
+_NEGATIVE = ("差", "烂", "烦", "失望", "生气", "愤怒", "离谱", "垃圾", "难过", "讨厌",
+             "无语", "坑", "糟", "担心", "吐槽")
 _EMOJI = re.compile(r"\[[^\[\]]{1,8}\]")
 _STOP = set("的了是在我你他她它们这那就都也和与及或而但很还又有没不要会能可以吗呢吧啊呀哦嗯么个一")
 
@@ -70,11 +72,13 @@ def offline_persona(user_name: str, posts: Sequence[str]) -> str:
     tone, lean = _tone(posts)
     emoji = Counter(e for post in posts for e in _EMOJI.findall(post)).most_common(1)
     exclaims = sum(post.count("！") + post.count("!") for post in posts) / max(len(posts), 1)
-    style = f"{'爱用' + emoji[0][0] if emoji else '少用表情'}，{'语气强烈' if exclaims >= 1 else '语气平和'}，约{typical}字"
+    style = (f"{'爱用' + emoji[0][0] if emoji else '少用表情'}，"
+             f"{'语气强烈' if exclaims >= 1 else '语气平和'}，约{typical}字")
     personality = {"积极": "乐观开朗", "消极": "直率爱吐槽", "中立": "理性克制"}[tone]
     values = f"关注{words.most_common(1)[0][0].strip('#') if words else '身边小事'}"
     facets = (keywords, style, f"{tone}（{lean}）", personality, values)
-    return "\n".join(f"{i}. {name}：{_short(value)}" for i, (name, value) in enumerate(zip(FACETS, facets), 1))
+    named = enumerate(zip(FACETS, facets, strict=True), 1)
+    return "\n".join(f"{i}. {name}：{_short(value)}" for i, (name, value) in named)
 
 
 def _tone(posts: Sequence[str]) -> tuple[str, str]:
@@ -124,92 +128,44 @@ class PersonaResult:
     error: str | None = None
 
 
-class RateLimiter:
-    """At most `rate` call starts per second (this worker's share of the global rate)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.next_start = 0.0
-        self.lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            delay = self.next_start - now
-            self.next_start = max(now, self.next_start) + self.interval
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
 class PersonaClient:
-    """Personas through an OpenAI-compatible endpoint with bounded concurrency, a rate cap and retries."""
+    """Personas through an OpenAI-compatible endpoint, by the shared client (`cluster.llm.LLMClient`:
+    bounded concurrency, a start-rate cap, the shared retry policy)."""
 
-    def __init__(
-        self, base_url: str, model: str, api_key: str | None, concurrency: int, requests_per_second: float | None,
-        timeout_s: float, max_retries: int, backoff_s: float = 0.5, backoff_max_s: float = 30.0,
-    ) -> None:
-        from openai import AsyncOpenAI
-
-        self.model = model
-        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=0)
-        self.gate = asyncio.Semaphore(concurrency)
-        self.limiter = RateLimiter(requests_per_second)
-        self.max_retries = max_retries
-        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+    def __init__(self, endpoint: LLMEndpointConfig, rate_share: float = 1.0, backoff: Backoff | None = None) -> None:
+        self.llm = LLMClient(endpoint, rate_share, backoff)
+        self.model = self.llm.model
 
     async def persona(self, user_id: str, user_name: str, posts: Sequence[str]) -> PersonaResult:
         prompt = persona_prompt(user_name, posts)
         key = cache_key(self.model, prompt)
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            async with self.gate:
-                await self.limiter.wait()
-                try:
-                    reply = await self.client.chat.completions.create(
-                        model=self.model,
-                        messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
-                    )
-                    text = normalize_persona(reply.choices[0].message.content or "")
-                    if not text:
-                        raise ValueError("empty answer")
-                    usage = reply.usage
-                    return PersonaResult(
-                        user_id, text, "llm", self.model, key,
-                        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0, attempts=attempt + 1,
-                    )
-                except Exception as error:  # classified below: retryable or not
-                    last_error = _describe(error)
-                    if not _retryable(error):
-                        break
-            if attempt < self.max_retries:
-                await asyncio.sleep(self._backoff(attempt))
-        log.warning("persona for user %s failed after %d attempts: %s", user_id, attempt + 1, last_error)
-        return PersonaResult(user_id, offline_persona(user_name, posts), "offline-fallback", OFFLINE_MODEL, key,
-                             attempts=attempt + 1, error=last_error)
-
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_max_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+        try:
+            (text, usage), tries = await self.llm.chat(messages, _persona_answer)
+        except Exception as failure:  # one user's failure costs that user the LLM persona, never the job
+            reason = _describe(failure)
+            log.warning("persona for user %s failed after %d attempts: %s", user_id, tries_of(failure), reason)
+            return PersonaResult(user_id, offline_persona(user_name, posts), "offline-fallback", OFFLINE_MODEL, key,
+                                 attempts=tries_of(failure), error=reason)
+        return PersonaResult(user_id, text, "llm", self.model, key, attempts=tries,
+                             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.llm.close()
 
 
-def _retryable(error: Exception) -> bool:
-    import openai
-
-    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
-        return True
-    if isinstance(error, openai.APIStatusError):
-        return error.status_code == 429 or error.status_code >= 500
-    return isinstance(error, ValueError)  # an empty or unusable answer: ask again
+def _persona_answer(reply: Any) -> tuple[str, Any]:
+    text = normalize_persona(reply.choices[0].message.content or "")
+    if not text:
+        raise UnusableAnswer("empty answer")
+    return text, reply.usage
 
 
-def _describe(error: Exception) -> str:
-    status = getattr(error, "status_code", None)
-    return f"{type(error).__name__}{f' {status}' if status else ''}: {str(error)[:160]}"
+def _describe(failure: Exception) -> str:
+    """The failure's kind, HTTP status and the start of its message (what the endpoint said)."""
+    status = getattr(failure, "status_code", None)
+    return f"{type(failure).__name__}{f' {status}' if status else ''}: {str(failure)[:160]}"
 
 
 async def personas_for(

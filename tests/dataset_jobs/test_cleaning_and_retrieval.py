@@ -58,7 +58,9 @@ def test_hashtags_only(text: str) -> None:
     assert not is_hashtags_only(text + " 有话说")
 
 
-def research_ranking(news: str, posts: list[str], k: int = 5, k1: float = 1.5, b: float = 0.75) -> list[tuple[int, float]]:
+def research_ranking(
+    news: str, posts: list[str], k: int = 5, k1: float = 1.5, b: float = 0.75
+) -> list[tuple[int, float]]:
     """The research BM25, written plainly: per post, tokenise the query again and sum over its words."""
     docs = [list(jieba.cut(post)) for post in posts]
     avgdl = np.mean([len(doc) for doc in docs])
@@ -122,10 +124,10 @@ def test_rjieba_tokenises_like_jieba(simulator) -> None:
 def test_a_user_with_too_few_usable_posts_is_dropped_whole(usable: int, min_posts: int, dropped: int) -> None:
     import pyarrow as pa
 
-    from dataset_jobs.job import _enforce_min_posts
+    from dataset_jobs.steps.clean import enforce_min_posts
 
     group = pa.table({"mid": [str(i) for i in range(usable + 2)],
                       "dropped_by": [None] * usable + ["empty", "hashtags_only"]})
-    verdicts = _enforce_min_posts(group, min_posts)["dropped_by"].to_pylist()
+    verdicts = enforce_min_posts(group, min_posts)["dropped_by"].to_pylist()
     assert verdicts.count("user_too_few_posts") == dropped
     assert verdicts[-2:] == ["empty", "hashtags_only"]  # a post keeps the first rule that dropped it

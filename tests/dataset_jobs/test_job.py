@@ -16,13 +16,15 @@ import pytest
 import yaml
 
 from cluster.cli import main
+from cluster.config import ConfigError
 from cluster.parquet import read_table_dir
 from cluster.schemas import CASES, CLEAN_HISTORY, PERSONAS, RETRIEVAL, SFT
 from cluster.stage_config import RayConfig
 from dataset_jobs.config import DatasetConfig
-from dataset_jobs.fake_llm import FakeLLM, FakeLLMConfig
-from dataset_jobs.job import SUCCESS, run, split_topics
+from dataset_jobs.job import SUCCESS, run
+from dataset_jobs.steps.sft import split_topics
 from pac_lora import build_prompt, train_tokenizer
+from tests.fakes.openai_server import FakeLLM, FakeLLMConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,7 +104,8 @@ def test_configured_exclusion_words_replace_the_default_list(built: Path, crawl_
     out = tmp_path / "dataset"
     assert run(config(crawl_dir, out, steps=["clean"], exclusion_words=[word], min_history_posts=1)) == 0
     assert report(out, "clean")["dropped_by_rule"]["excluded_word"] >= hits > 0
-    assert not any(word in text for text in read_table_dir(out / "clean" / "history", CLEAN_HISTORY)["text"].to_pylist())
+    kept = read_table_dir(out / "clean" / "history", CLEAN_HISTORY)["text"].to_pylist()
+    assert not any(word in text for text in kept)
 
 
 def test_a_rerun_skips_what_is_up_to_date_and_redoes_what_changed(built: Path, crawl_dir: Path) -> None:
@@ -222,8 +225,11 @@ def test_malformed_rows_and_unreadable_files_are_reported_not_fatal(crawl_dir: P
 
 
 def test_missing_crawl_tables_are_a_clear_error(tmp_path: Path, capsys) -> None:
-    assert run(config(tmp_path / "nowhere", tmp_path / "out")) == 2
-    assert "lacks the crawl tables" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="lacks the crawl tables"):
+        run(config(tmp_path / "nowhere", tmp_path / "out"))
+    code = main(["build-dataset", f"crawl_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'out'}"])
+    assert code == 2
+    assert "lacks the crawl tables" in capsys.readouterr().err
 
 
 def test_steps_flag_on_the_command_line(crawl_dir: Path, tmp_path: Path, ray_local) -> None:
@@ -234,7 +240,9 @@ def test_steps_flag_on_the_command_line(crawl_dir: Path, tmp_path: Path, ray_loc
     assert (out / "clean" / SUCCESS).is_file() and not (out / "retrieval").exists()
 
 
-@pytest.mark.parametrize(("topics", "fraction", "tests"), [(["a"], 0.2, 0), (["a", "b"], 0.2, 1), (list("abcdefghij"), 0.3, 3)])
+@pytest.mark.parametrize(
+    ("topics", "fraction", "tests"), [(["a"], 0.2, 0), (["a", "b"], 0.2, 1), (list("abcdefghij"), 0.3, 3)]
+)
 def test_split_by_topic_is_seeded_and_never_empties_train(topics, fraction, tests) -> None:
     split = split_topics(topics, fraction, seed=1)
     assert split == split_topics(topics, fraction, seed=1)

@@ -7,10 +7,13 @@ import asyncio
 
 import pytest
 
-from dataset_jobs.fake_llm import FakeLLM, FakeLLMConfig
+from cluster.llm import LLMEndpointConfig
+from cluster.retry import Backoff
 from dataset_jobs.persona import FACET_CHARS, FACETS, PersonaClient, offline_persona, persona_prompt, personas_for
+from tests.fakes.openai_server import FakeLLM, FakeLLMConfig
 
-POSTS = ["今天天气真好，支持！[哈哈]", "新手机发布会太棒了！", "北京交通新政我觉得很好", "周末去爬山，开心", "期待下一场比赛！"]
+POSTS = ["今天天气真好，支持！[哈哈]", "新手机发布会太棒了！", "北京交通新政我觉得很好", "周末去爬山，开心",
+         "期待下一场比赛！"]
 
 
 def users(n: int) -> list[dict]:
@@ -18,10 +21,11 @@ def users(n: int) -> list[dict]:
 
 
 def client(llm: FakeLLM, **overrides) -> PersonaClient:
-    options = dict(base_url=llm.base_url, model="fake-persona-1", api_key=None, concurrency=8,
-                   requests_per_second=None, timeout_s=0.5, max_retries=6, backoff_s=0.01, backoff_max_s=0.05)
+    options = dict(base_url=llm.base_url, model="fake-persona-1", concurrency=8, requests_per_second=None,
+                   timeout_s=0.5, max_retries=6)
     options.update(overrides)
-    return PersonaClient(**options)
+    endpoint = LLMEndpointConfig(**options)
+    return PersonaClient(endpoint, backoff=Backoff(attempts=endpoint.max_retries + 1, initial_s=0.01, max_s=0.05))
 
 
 async def ask_all(llm: FakeLLM, people: list[dict], **overrides):
@@ -39,7 +43,7 @@ def test_retries_ride_out_429_500_and_timeouts() -> None:
         results = asyncio.run(ask_all(llm, people))
         calls = llm.calls
     assert [r.source for r in results] == ["llm"] * 20
-    for person, result in zip(people, results):
+    for person, result in zip(people, results, strict=True):
         assert result.persona == FakeLLM.answer(persona_prompt(person["user_name"], person["posts"]))
     assert calls.by_status[429] > 0 and calls.by_status[500] > 0
     assert calls.by_status[200] == 20  # exactly one successful call per user
