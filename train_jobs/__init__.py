@@ -1,12 +1,14 @@
-"""Stage 3: Ray Train + DeepSpeed fine-tuning of PAC-LoRA and the LoRA baseline (issue #6).
+"""Stage 3: Ray Train + DeepSpeed fine-tuning of PAC-LoRA and the LoRA baseline.
 
     from train_jobs import train
     summary = train(load_config(TrainConfig, "train.yaml"))   # summary.adapter_dir, .steps, .tokens_per_s
 
-Modules: `job` (the driver: `run`, `train`), `data` (the SFT set through Ray Data), `plan` (steps,
-DeepSpeed config, LR schedule), `loop` (what each worker runs), `model` (PAC-LoRA or peft LoRA,
-adapter export), `checkpoint`, `synthetic` (a small learnable SFT set). Imports are lazy so that
-`python -m train_jobs --help` never loads torch or Ray.
+Modules: `config` (TrainConfig), `job` (the driver: `run`, `train`), `data` (the SFT set through
+Ray Data), `plan` (steps, DeepSpeed config, LR schedule), `trainer` (the Ray Train trainer),
+`loop` (what each worker runs), `model` (PAC-LoRA or peft LoRA on the base model), `checkpoint`,
+`summary` (what a run reports), `synthetic` (a small learnable SFT set). The adapter files
+themselves are `pac_lora`'s. Imports are lazy so that `python -m train_jobs --help` never loads
+torch or Ray.
 """
 
 from __future__ import annotations
@@ -16,26 +18,15 @@ from typing import Any
 _EXPORTS = {
     "run": "train_jobs.job",
     "train": "train_jobs.job",
-    "describe": "train_jobs.job",
-    "TrainSummary": "train_jobs.job",
-    "verify_adapter": "train_jobs.model",
+    "describe": "train_jobs.summary",
+    "TrainSummary": "train_jobs.summary",
     "adapter_weights_from_zero": "train_jobs.checkpoint",
     "synthetic_sft_rows": "train_jobs.synthetic",
     "write_synthetic_sft": "train_jobs.synthetic",
     "synthetic_corpus": "train_jobs.synthetic",
 }
 
-__all__ = [
-    "TrainSummary",
-    "adapter_weights_from_zero",
-    "describe",
-    "run",
-    "synthetic_corpus",
-    "synthetic_sft_rows",
-    "train",
-    "verify_adapter",
-    "write_synthetic_sft",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,8 @@
                                        LR schedule (frozen base weights left out)
     <checkpoint>/deepspeed/latest      the tag
     <checkpoint>/train_state.json      step, tokens and time so far (rank 0)
-    <checkpoint>/adapter/              the adapter in its method's format, loadable as is (rank 0)
+    <checkpoint>/adapter/              the adapter in its method's format, loadable as is, with the
+                                       training probe at the end of the run (rank 0; `pac_lora.adapters`)
 
 Every rank writes into its own local directory and reports it; Ray Train merges them into one
 checkpoint in storage, and gives the latest one back to restarted or resumed workers.
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from train_jobs.model import Probe, full_trainable_fp32, save_adapter_files
+from pac_lora import Probe, export_adapter
+from train_jobs.model import full_trainable_fp32
 
 DEEPSPEED_DIR = "deepspeed"
 STATE_FILE = "train_state.json"
@@ -30,14 +32,7 @@ def tag_for(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def save_checkpoint(
-    engine: Any,
-    method: str,
-    state: dict[str, Any],
-    directory: Path,
-    rank: int,
-    probe: Probe | None = None,
-) -> None:
+def save_checkpoint(engine: Any, state: dict[str, Any], directory: Path, rank: int, probe: Probe | None = None) -> None:
     """Every rank calls this (ZeRO saves and gathers are collectives); rank 0 writes the adapter."""
     tag = tag_for(state["step"])
     engine.save_checkpoint(
@@ -47,7 +42,7 @@ def save_checkpoint(
     tensors = full_trainable_fp32(model)
     if rank != 0:
         return
-    adapter_dir = save_adapter_files(model, method, tensors, directory / ADAPTER_DIR)
+    adapter_dir = export_adapter(model, tensors, directory / ADAPTER_DIR)
     if probe is not None:
         probe.save(adapter_dir)
     (directory / STATE_FILE).write_text(json.dumps({**state, "tag": tag}, indent=2) + "\n", encoding="utf-8")

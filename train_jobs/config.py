@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from cluster.stage_config import StageConfig
+from pac_lora import PACLoraConfig
 
 
 class TrainConfig(StageConfig):
@@ -29,10 +30,9 @@ class TrainConfig(StageConfig):
     prompt_variant: Literal["full", "without_persona", "without_history"] = Field(
         "full", description="train on the SFT rows of this prompt variant"
     )
-    adapter: dict[str, object] = Field(
-        default_factory=dict,
-        description="PACLoraConfig fields (r, alpha, dropout, num_analyze_experts, routing, router_scope, "
-        "target_modules, ...); lora uses r, alpha, dropout and target_modules",
+    adapter: PACLoraConfig = Field(
+        default_factory=PACLoraConfig,
+        description="the adapter's shape and routing; the lora method uses r, alpha, dropout and target_modules",
     )
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU on GPU nodes)")
     use_gpu: bool = Field(False, description="one GPU per worker unless resources_per_worker says otherwise")
@@ -49,7 +49,7 @@ class TrainConfig(StageConfig):
     )
     micro_batch_size: int = Field(1, ge=1, description="rows per forward pass on one worker")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warmup")
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on the adapter")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     max_length: int = Field(
         1024, ge=16, description="tokens per row; longer prompts are skipped and counted, long responses truncated"
@@ -64,10 +64,11 @@ class TrainConfig(StageConfig):
         None, description="Ray Train run name, the key for resuming (default: <method>-<prompt_variant>)"
     )
     storage_path: str | None = Field(
-        None, description="where checkpoints go: a shared path or s3://... on a multi-node cluster (default: output_dir)"
+        None,
+        description="where checkpoints go: a shared path or s3://... on a multi-node cluster (default: output_dir)",
     )
     resume: bool = Field(True, description="continue the run's latest checkpoint if there is one; false: refuse")
-    seed: int = 42
+    seed: int = Field(42, description="adapter initialisation and the data shuffles (driver, then each epoch)")
 
     @field_validator("micro_batch_size")
     @classmethod

@@ -181,12 +181,9 @@ def epoch_micro_batches(
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(base_model: str) -> Any:
     """The base model's tokenizer, once per process (Ray Data reuses its worker processes)."""
-    from transformers import AutoTokenizer
+    import pac_lora
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return pac_lora.load_tokenizer(base_model)
 
 
 class CollateRows(NumpyBatchCollateFn):
@@ -230,7 +227,7 @@ class _Stats:
         stats = cls()
         columns = ["id", "skip_reason", "num_tokens"]
         for batch in encoded.select_columns(columns).iter_batches(batch_format="pyarrow", batch_size=65536):
-            for row_id, reason, tokens in zip(*(batch[name].to_pylist() for name in columns)):
+            for row_id, reason, tokens in zip(*(batch[name].to_pylist() for name in columns), strict=True):
                 stats.total += 1
                 if not reason:
                     stats.rows += 1

@@ -13,7 +13,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,13 @@ from typing import Any
 import torch
 
 from cluster.metrics import count, gauge
-from train_jobs.config import TrainConfig
+from pac_lora import Probe
 from train_jobs.checkpoint import load_checkpoint, save_checkpoint
+from train_jobs.config import TrainConfig
 from train_jobs.data import CollateRows, epoch_micro_batches
-from train_jobs.model import Probe, build_model, model_inputs
+from train_jobs.model import build_model, model_inputs
 from train_jobs.plan import StepPlan, cosine_with_warmup, deepspeed_config
+from train_jobs.quiet import prints_logged_at_debug, quiet_worker_logs
 
 log = logging.getLogger("train_jobs")
 
@@ -70,7 +71,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     options = loop_config["options"]
     # Ray Train already sends this worker's log records to the driver; only set the levels.
     log.setLevel(config.log_level)
-    _quiet_library_logs(config.log_level)
+    quiet_worker_logs(config.log_level)
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(config.seed)  # the same initial adapter on every rank
 
@@ -78,13 +79,14 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = build_model(config, torch.bfloat16 if plan.bf16 else torch.float32).to(device)
     trainable = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=cosine_with_warmup(optimizer, plan),
-        config=deepspeed_config(config, plan),
-        dist_init_required=False,
-    )
+    with prints_logged_at_debug("deepspeed.initialize"):
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=cosine_with_warmup(optimizer, plan),
+            config=deepspeed_config(config, plan),
+            dist_init_required=False,
+        )
     engine.train()
 
     totals = Totals()
@@ -203,7 +205,7 @@ def _report_if_due(
     }
     probe = _probe(engine, config.method, probe_batch) if last and probe_batch is not None else None
     with tempfile.TemporaryDirectory(prefix="train-checkpoint-") as directory:
-        save_checkpoint(engine, config.method, state, Path(directory), rank, probe)
+        save_checkpoint(engine, state, Path(directory), rank, probe)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
     if step == options.get("fail_after_step") and totals.resumed_from_step == 0 and rank == plan.world_size - 1:
         # Fault injection for tests: this worker dies once its checkpoint is registered.
@@ -248,21 +250,6 @@ def _probe(engine: Any, method: str, batch: dict[str, torch.Tensor]) -> Probe:
     finally:
         engine.train()
     return Probe.of(batch, logits)
-
-
-def _quiet_library_logs(level: str) -> None:
-    """DeepSpeed's INFO lines, and Ray Train's line per report (its logger is named after its file,
-    so RunConfig's LoggingConfig does not reach it), stay out of the console unless debugging."""
-    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    logging.getLogger("DeepSpeed").setLevel(quiet)
-    # DeepSpeed still calls torch's old collective names; torch warns on every call.
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-
-        logging.getLogger(train_context.__file__).setLevel(quiet)
-    except ImportError:  # a Ray without Train V2's module layout: leave its logging alone
-        pass
 
 
 def _class_path(value: Any) -> str:

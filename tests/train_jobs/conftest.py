@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from cluster.stage_config import RayConfig
+from pac_lora import SYSTEM_PROMPT, build_tiny_checkpoint, pretrain_tiny_lm
 from train_jobs.config import TrainConfig
-from pac_lora import SYSTEM_PROMPT, build_tiny_checkpoint
-from pac_lora.tiny import pretrain_tiny_lm
 from train_jobs.job import DEFAULT_EXTENSIONS_DIR
 from train_jobs.synthetic import (
     synthetic_corpus,

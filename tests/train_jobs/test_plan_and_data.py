@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +12,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from cluster.config import ConfigError, load_config
+from cluster.cli import main
+from cluster.config import ConfigError, describe_fields, load_config
 from cluster.schemas import SFT
+from pac_lora import PACLoraConfig, build_prompt
+from tests.conftest import REPO
 from train_jobs.config import TrainConfig
-from pac_lora import build_prompt
 from train_jobs.data import CollateRows, encode_batch, epoch_micro_batches, load_tokenizer, prepare_sft
 from train_jobs.job import run
 from train_jobs.plan import deepspeed_config, plan_steps
@@ -92,8 +96,42 @@ def test_missing_sft_split_is_a_config_error(tmp_path: Path, tiny_model: Path) -
 
 
 def test_stage_refuses_a_base_model_that_is_not_a_local_directory(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(TrainConfig(base_model="Qwen/Qwen2.5-7B-Instruct")) == 2
-    assert "base_model: Qwen/Qwen2.5-7B-Instruct is not a local Hugging Face model directory" in capsys.readouterr().err
+    message = "base_model: Qwen/Qwen2.5-7B-Instruct is not a local Hugging Face model directory"
+    with pytest.raises(ConfigError, match=message):
+        run(TrainConfig(base_model="Qwen/Qwen2.5-7B-Instruct"))
+    assert capsys.readouterr().err == ""  # the runner raises; the CLI prints, once
+    assert main(["train", "base_model=Qwen/Qwen2.5-7B-Instruct"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_adapter_settings_are_typed_and_checked_when_the_config_loads() -> None:
+    overrides = ["adapter.r=4", "adapter.routing=token", "adapter.target_modules=[q_proj]"]
+    config = load_config(TrainConfig, overrides=overrides)
+    assert isinstance(config.adapter, PACLoraConfig)
+    assert (config.adapter.r, config.adapter.routing, config.adapter.target_modules) == (4, "token", ("q_proj",))
+    assert TrainConfig().adapter == PACLoraConfig()
+    with pytest.raises(ConfigError, match=r"argument 'adapter.rnak=8': adapter.rnak: unknown field"):
+        load_config(TrainConfig, overrides=["adapter.rnak=8"])
+    with pytest.raises(ConfigError, match=r"adapter.r: expected a positive integer \(got 0\)"):
+        load_config(TrainConfig, overrides=["adapter.r=0"])
+    with pytest.raises(ConfigError, match=r"adapter.routing: expected one of \('sequence', 'token'\)"):
+        load_config(TrainConfig, overrides=["adapter.routing=tokens"])
+
+
+def test_help_lists_each_adapter_field_once() -> None:
+    fields = [name for name, _default, _text in describe_fields(TrainConfig) if name.startswith("adapter.")]
+    assert fields == [f"adapter.{name}" for name in PACLoraConfig.model_fields]
+    assert ("adapter.r", "8") in [(name, default) for name, default, _text in describe_fields(TrainConfig)]
+
+
+def test_the_config_and_help_never_import_torch_or_ray() -> None:
+    code = (
+        "import sys, train_jobs.config, pac_lora.config, pac_lora\n"
+        "pac_lora.PACLoraConfig, pac_lora.model_dir\n"
+        "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"
 
 
 class FixedShard:

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from pac_lora import PACLoraConfig, build_prompt
+from cluster.reports import read_report
+from pac_lora import PROBE_FILE, PACLoraConfig, build_prompt, verify_adapter
 from pac_lora.config import DEFAULT_TARGETS
 from train_jobs.checkpoint import STATE_FILE, adapter_weights_from_zero
 from train_jobs.data import load_tokenizer
-from train_jobs.job import TrainSummary, train
-from train_jobs.model import PROBE_FILE, verify_adapter
+from train_jobs.job import run, train
+from train_jobs.summary import TrainSummary
 
 from .conftest import train_config
 
@@ -54,10 +55,11 @@ def test_pac_lora_loss_falls_clearly(pac_run: TrainSummary) -> None:
 def test_the_deepspeed_engine_trains_with_the_configured_zero_stage(
     pac_run: TrainSummary, lora_run: TrainSummary
 ) -> None:
-    for run, stage, optimizer in ((pac_run, 3, "DeepSpeedZeroOptimizer_Stage3"), (lora_run, 2, "DeepSpeedZeroOptimizer")):
-        assert run.metrics["engine"] == "deepspeed.runtime.engine.DeepSpeedEngine"
-        assert run.metrics["zero_stage"] == stage
-        assert run.metrics["optimizer"].rsplit(".", 1)[1] == optimizer
+    expected = ((pac_run, 3, "DeepSpeedZeroOptimizer_Stage3"), (lora_run, 2, "DeepSpeedZeroOptimizer"))
+    for summary, stage, optimizer in expected:
+        assert summary.metrics["engine"] == "deepspeed.runtime.engine.DeepSpeedEngine"
+        assert summary.metrics["zero_stage"] == stage
+        assert summary.metrics["optimizer"].rsplit(".", 1)[1] == optimizer
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint_not_from_zero(
@@ -117,12 +119,17 @@ def test_zero_checkpoints_hold_the_adapter_weights(which: str, request: pytest.F
 
 
 def test_a_new_run_with_the_same_name_resumes_its_latest_checkpoint(
-    lora_run: TrainSummary, base_model: Path, sft_dir: Path
+    lora_run: TrainSummary, base_model: Path, sft_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole job stopped (or finished): starting it again continues from the latest checkpoint."""
+    """The whole job stopped (or finished): starting the stage again continues from the latest
+    checkpoint, and the stage's report says how the run ended."""
     output = lora_run.adapter_dir.parents[1]
     config = train_config(base_model, sft_dir, output, method="lora", zero_stage=2)
-    again = train(config, progress=False)
-    assert (again.resumed_from_step, again.steps) == (20, 20)  # loaded, and nothing left to train
-    assert again.tokens == lora_run.tokens
-    assert verify_adapter(base_model, again.adapter_dir) < 1e-4
+    assert run(config) == 0
+    assert f"train: lora run {lora_run.run_name}: 20 steps (resumed from step 20)" in capsys.readouterr().out
+    again = read_report(output / lora_run.run_name)
+    assert (again["resumed_from_step"], again["steps"]) == (20, 20)  # loaded, and nothing left to train
+    assert again["tokens"] == lora_run.tokens
+    assert again["adapter_dir"] == str(lora_run.adapter_dir) and again["method"] == "lora"
+    assert set(again) >= {"rows", "skipped", "first_loss", "final_loss", "seconds", "train_seconds", "checkpoint"}
+    assert verify_adapter(base_model, again["adapter_dir"]) < 1e-4
