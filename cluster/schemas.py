@@ -112,6 +112,20 @@ ERRORS = pa.schema(
     ]
 )
 
+# Pieces crawl workers stage beside the tables, which the crawl folds into them when it finishes:
+# a long post's full text (history) and a post's IP region (posts).
+LONG_TEXTS = pa.schema(
+    [
+        pa.field("mid", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("topics", STRINGS),
+        pa.field("at_users", STRINGS),
+        pa.field("crawled_at", TIMESTAMP),
+    ]
+)
+
+REGIONS = pa.schema([pa.field("bid", pa.string()), pa.field("region", pa.string()), pa.field("crawled_at", TIMESTAMP)])
+
 # Stage 2 (build-dataset): cleaned history, the cases (one per target post), what retrieval picked,
 # the personas, and the SFT set.
 CLEAN_HISTORY = pa.schema(
@@ -241,6 +255,33 @@ MACRO = pa.schema(
         pa.field("kl", pa.float64()),
         pa.field("tv", pa.float64()),
         pa.field("emd", pa.float64()),
+    ]
+)
+
+# Evaluation: each real post's label once (labelled by the evaluation labeller), and per method the
+# micro averages and the macro metrics averaged over topics.
+REAL_LABELS = pa.schema(
+    [pa.field("mid", pa.string()), pa.field("real_label", pa.string()), pa.field("labeler", pa.string())]
+)
+
+EVALUATION_SUMMARY = pa.schema(
+    [
+        pa.field("method", pa.string()),
+        pa.field("predictions", pa.int64()),
+        pa.field("rouge1", pa.float64()),
+        pa.field("rouge2", pa.float64()),
+        pa.field("rougeL", pa.float64()),
+        pa.field("bleu4", pa.float64()),
+        pa.field("length_ratio", pa.float64()),
+        pa.field("sentiment_accuracy", pa.float64()),
+        pa.field("sentiment_macro_f1", pa.float64()),
+        pa.field("js", pa.float64()),
+        pa.field("kl", pa.float64()),
+        pa.field("tv", pa.float64()),
+        pa.field("emd", pa.float64()),
+        pa.field("unlabelled", pa.int64()),
+        pa.field("real_unlabelled", pa.int64()),
+        pa.field("labeler", pa.string()),
     ]
 )
 

@@ -23,14 +23,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.parquet import atomic_write_parquet, read_parts, read_table_dir, write_table_dir
-from cluster.schemas import CRAWL_TABLES, ERRORS, HISTORY, POSTS, PRIMARY_KEYS, STRINGS, TIMESTAMP, TOPICS, USERS
+from cluster.schemas import (
+    CRAWL_TABLES,
+    ERRORS,
+    HISTORY,
+    LONG_TEXTS,
+    POSTS,
+    PRIMARY_KEYS,
+    REGIONS,
+    STRINGS,
+    TOPICS,
+    USERS,
+)
 
 log = logging.getLogger(__name__)
 
-LONG_TEXTS = pa.schema(
-    [("mid", pa.string()), ("text", pa.string()), ("topics", STRINGS), ("at_users", STRINGS), ("crawled_at", TIMESTAMP)]
-)
-REGIONS = pa.schema([("bid", pa.string()), ("region", pa.string()), ("crawled_at", TIMESTAMP)])
 # What workers write: the final tables plus pieces that finalize folds into them.
 STAGING: dict[str, pa.Schema] = {
     "topics": TOPICS,

@@ -34,8 +34,8 @@ def render(config: ServeConfig, config_path: str, overrides: Sequence[str], argu
     return HEADER.format(arguments=arguments) + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serve.deploy_config", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m serve.deploy_config") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", help="the ServeConfig YAML (default: built-in defaults)")
     parser.add_argument("--path", help="where that YAML lies on the cluster (default: --config as given)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")

@@ -22,12 +22,12 @@ from cluster.config import ConfigError
 from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
 from cluster.reports import write_success
-from cluster.schemas import MACRO, SCORED
+from cluster.schemas import EVALUATION_SUMMARY, MACRO, SCORED
 from serve import labeler_factory
 from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.labelling import Scorer, label_real_posts, map_rows
 from serve.evaluate.predictions import load_predictions
-from serve.evaluate.summary import SUMMARY, aggregate, figures
+from serve.evaluate.summary import aggregate, figures
 
 
 def run(config: EvaluateConfig) -> int:
@@ -56,7 +56,7 @@ def evaluate(config: EvaluateConfig, predictions: pa.Table) -> dict[str, Any]:
     atomic_write_parquet(table, out / "scored.parquet")
     labeler_name = _labeler_name(config, reported_name)
     summary, macro = aggregate(table.to_pylist(), labeler_name)
-    atomic_write_parquet(pa.Table.from_pylist(summary, schema=SUMMARY), out / "summary.parquet")
+    atomic_write_parquet(pa.Table.from_pylist(summary, schema=EVALUATION_SUMMARY), out / "summary.parquet")
     atomic_write_parquet(pa.Table.from_pylist(macro, schema=MACRO), out / "macro.parquet")
     from serve.evaluate.report import write_report
 

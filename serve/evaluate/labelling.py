@@ -10,13 +10,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from cluster.schemas import SCORED
+from cluster.schemas import REAL_LABELS, SCORED
 from serve import Labeler, check_labels, make_labeler
 from serve.evaluate.metrics import micro_metrics
 
 log = logging.getLogger(__name__)
 
-REAL_LABELS = pa.schema([("mid", pa.string()), ("real_label", pa.string()), ("labeler", pa.string())])
 
 
 def real_posts(predictions: pa.Table) -> pa.Table:

@@ -6,19 +6,11 @@ import math
 from collections import defaultdict
 from typing import Any
 
-import pyarrow as pa
-
 from serve import SENTIMENTS
 from serve.evaluate.metrics import MACRO_METRICS, accuracy, distribution, macro_f1, macro_metrics
 
 MEAN = "(mean)"
 MICRO = ("rouge1", "rouge2", "rougeL", "bleu4", "length_ratio")
-SUMMARY = pa.schema(
-    [("method", pa.string()), ("predictions", pa.int64()), *((name, pa.float64()) for name in MICRO),
-     ("sentiment_accuracy", pa.float64()), ("sentiment_macro_f1", pa.float64()), ("js", pa.float64()),
-     ("kl", pa.float64()), ("tv", pa.float64()), ("emd", pa.float64()), ("unlabelled", pa.int64()),
-     ("real_unlabelled", pa.int64()), ("labeler", pa.string())]
-)
 
 
 def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], list[dict]]:
