@@ -119,6 +119,8 @@ def main() -> None:
     args.rounds = args.rounds or (1 if args.gpu else 2)
     setup_logging("WARNING")
     logging.getLogger("train_jobs").setLevel(logging.WARNING)
+    if not args.gpu:  # building the model here loads DeepSpeed, which would warn that it found no GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
     import torch
 

@@ -13,7 +13,8 @@ held back still reaches the libraries' own log files (Ray Data's ray-data.log) o
   detect it." in every CPU worker (DS_ACCELERATOR=cpu names the accelerator Ray Train gives it
   anyway), its INFO lines (its logger's level), and "DeepSpeed deepspeed.ops.comm.
   deepspeed_shm_comm_op built successfully", which `deepspeed.initialize` prints (logged at DEBUG).
-- torch: a FutureWarning on every collective DeepSpeed calls by its old name.
+- torch: a FutureWarning on every collective DeepSpeed calls by its old name; transformers: one when
+  peft builds the LoRA baseline (`is_gradient_checkpointing` is deprecated).
 - transformers: the "Loading weights" progress bar when a worker loads the base model.
 - Ray Train: its line per report (a logger named after its file) and a RayDeprecationWarning its
   own `DataConfig.default_ingest_options` raises (`ExecutionOptions.exclude_resources`).
@@ -63,12 +64,13 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
 
 
 def quiet_worker_logs(level: str) -> None:
-    """DeepSpeed's INFO lines, torch's warnings about DeepSpeed's calls, transformers' loading bar, and
-    Ray Train's line per report (its logger is named after its file, so RunConfig's LoggingConfig
-    does not reach it)."""
+    """DeepSpeed's INFO lines, the deprecation warnings of one library's calls into another,
+    transformers' loading bar, and Ray Train's line per report (its logger is named after its file,
+    so RunConfig's LoggingConfig does not reach it)."""
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     logging.getLogger("DeepSpeed").setLevel(quiet)
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if level != "DEBUG":
         from transformers.utils import logging as transformers_logging
 
