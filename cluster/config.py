@@ -309,6 +309,16 @@ def _did_you_mean(model: type[BaseModel], loc: list[str]) -> str:
         return ""
     names = list(owner.model_fields)
     initials = [name for name in names if "".join(part[:1] for part in name.split("_")) == loc[-1]]
-    close = initials or difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.5)
+    spoken = _also_known_as(owner)  # a short name's long form: `r` is also "rank", so "rnak" finds it
+    close = initials or difflib.get_close_matches(loc[-1], [*names, *spoken], n=1, cutoff=0.5)
     known = ", ".join(names)
-    return f"; did you mean '{close[0]}'?" if close else f"; known fields: {known}"
+    return f"; did you mean '{spoken.get(close[0], close[0])}'?" if close else f"; known fields: {known}"
+
+
+def _also_known_as(model: type[BaseModel]) -> dict[str, str]:
+    """Other name -> field, from `json_schema_extra={"aka": [...]}` on a field."""
+    found = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        found.update({other: name for other in extra.get("aka", [])})
+    return found

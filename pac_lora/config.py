@@ -32,7 +32,8 @@ class PACLoraConfig(BaseModel):
 
     num_analyze_experts: int = Field(3, description="analyze experts A_i, mixed by the news-side router")
     num_compose_experts: int = Field(3, description="compose experts B_j, mixed by the user-side router")
-    r: int = Field(8, description="rank of every expert (and of the LoRA baseline)")
+    r: int = Field(8, description="rank of every expert (and of the LoRA baseline)",
+                   json_schema_extra={"aka": ["rank"]})  # a misspelt "rank" (rnak) suggests r
     alpha: float = Field(16, description="scaling numerator: the update is scaled by alpha / r")
     dropout: float = Field(0.1, description="dropout on the adapter's input, 0 <= dropout < 1")
     router_hidden: int = Field(32, description="hidden width of each router's two-layer MLP")

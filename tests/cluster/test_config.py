@@ -152,6 +152,13 @@ def test_abbreviated_field_suggests_the_full_name() -> None:
         load_config(TrainConfig, overrides=["lr=3"], environ=NO_ENV)
 
 
+def test_a_misspelt_nested_field_is_caught_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError, match=r"adapter.rnak: unknown field; did you mean 'r'\?"):
+        load_config(TrainConfig, overrides=["adapter.rnak=8"], environ=NO_ENV)
+    with pytest.raises(ConfigError, match=r"adapter.routing: expected one of \('sequence', 'token'\)"):
+        load_config(TrainConfig, overrides=["adapter.routing=tokens"], environ=NO_ENV)
+
+
 def test_a_bad_secret_value_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as error:
         load_config(ServeConfig, overrides=["auth_token=[not, a, string-but-secret]"], environ=NO_ENV)
