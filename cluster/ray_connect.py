@@ -24,6 +24,7 @@ class RayInfo:
     cpus: float
     gpus: float
     dashboard_url: str | None
+    log_dir: str | None = None  # this Ray session's logs, workers' too (when this process can see them)
 
 
 def init_ray(config: RayConfig) -> RayInfo:
@@ -40,7 +41,7 @@ def init_ray(config: RayConfig) -> RayInfo:
         started_here = True
     else:
         address = None if config.address == "local" else config.address  # None: Ray reads RAY_ADDRESS
-        context = ray.init(address=address, namespace=config.namespace, log_to_driver=True)
+        context = ray.init(address=address, namespace=config.namespace, log_to_driver=config.log_to_driver)
     info = _describe(context, started_here)
     verb = "started a local Ray" if started_here else "joined Ray at"
     log.info(
@@ -76,6 +77,7 @@ def local_init_kwargs(config: RayConfig) -> dict[str, object]:
         "include_dashboard": config.include_dashboard,
         "dashboard_host": "127.0.0.1",
         "dashboard_port": config.dashboard_port,
+        "log_to_driver": config.log_to_driver,
     }
     if config.num_gpus is not None:
         kwargs["num_gpus"] = config.num_gpus
@@ -89,11 +91,14 @@ def _describe(context: object | None, started_here: bool) -> RayInfo:
 
     resources = ray.cluster_resources()
     dashboard = getattr(context, "dashboard_url", None) if context is not None else None
-    address = getattr(context, "address_info", {}).get("address") if context is not None else None
+    address_info = getattr(context, "address_info", {}) if context is not None else {}
+    address = address_info.get("address")
+    session_dir = address_info.get("session_dir")
     return RayInfo(
         address=address or ray.get_runtime_context().gcs_address,
         started_here=started_here,
         cpus=resources.get("CPU", 0.0),
         gpus=resources.get("GPU", 0.0),
         dashboard_url=f"http://{dashboard}" if dashboard else None,
+        log_dir=f"{session_dir}/logs" if session_dir else None,
     )

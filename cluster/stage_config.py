@@ -33,6 +33,7 @@ class RayConfig(StrictModel):
     include_dashboard: bool = Field(True, description="start the dashboard with a local Ray (127.0.0.1)")
     dashboard_port: int = Field(8265, ge=1, le=65535, description="dashboard port of a local Ray")
     namespace: str = Field("socialalign", description="Ray namespace for named actors")
+    log_to_driver: bool = Field(True, description="print the output of Ray's workers here (it is also in Ray's logs)")
 
     @field_validator("address")
     @classmethod

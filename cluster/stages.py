@@ -124,3 +124,16 @@ STAGES: dict[str, Stage] = {
 
 def stage_for_module(module: str) -> Stage:
     return next(stage for stage in STAGES.values() if stage.module == module)
+
+
+class StageFailed(RuntimeError):
+    """A stage run through `run` ended with a non-zero exit code."""
+
+
+def run(name: str, settings: dict[str, Any]) -> None:
+    """Run stage `name` in this process, as `socialalign <name>` would with a YAML file holding
+    `settings` (validated by the stage's config model); raises StageFailed unless it exits 0."""
+    stage = STAGES[name]
+    code = stage.load_runner()(stage.config_model().model_validate(settings))
+    if code:
+        raise StageFailed(f"{name} exited with code {code}")
