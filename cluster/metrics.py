@@ -38,7 +38,9 @@ SPECS: dict[str, MetricSpec] = {
         MetricSpec("train_tokens", "counter", "tokens trained on (all workers, padding excluded)", ("run", "method")),
         MetricSpec("train_loss", "gauge", "mean training loss of the last optimizer step", ("run", "method")),
         MetricSpec("train_learning_rate", "gauge", "learning rate of the last optimizer step", ("run", "method")),
-        MetricSpec("train_tokens_per_s", "gauge", "training throughput of the last step, all workers", ("run", "method")),
+        MetricSpec(
+            "train_tokens_per_s", "gauge", "training throughput of the last step, all workers", ("run", "method")
+        ),
         MetricSpec("train_step_time_s", "gauge", "wall time of the last optimizer step, seconds", ("run", "method")),
         MetricSpec("train_skipped_rows", "counter", "SFT rows left out of training, by reason", ("reason",)),
         MetricSpec("serve_requests", "counter", "HTTP requests answered by the serve API", ("endpoint", "status")),

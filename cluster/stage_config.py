@@ -23,7 +23,8 @@ class RayConfig(StrictModel):
 
     address: str = Field(
         "local",
-        description="local | auto | ray://HOST:10001 | HOST:PORT (GCS) | http://HOST:8265 (submits the stage as a Ray job)",
+        description="local | auto | ray://HOST:10001 | HOST:PORT (GCS) | "
+        "http://HOST:8265 (submits the stage as a Ray job)",
     )
     num_cpus: int | None = Field(None, ge=1, description="logical CPUs of a local Ray (default: max(4, cores))")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local Ray (default: detected)")

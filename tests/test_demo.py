@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,23 +25,68 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(1000)
 
 
-def run_demo(out: Path) -> str:
+# What must never reach the demo's screen: log records, Ray's C++ core lines (`core_worker.cc:123`),
+# lines forwarded from Ray workers (`(Actor pid=1)`), Python warnings and tracebacks.
+STRAY = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b|\.cc:\d+|\(\w+ pid=\d+|Warning:|Traceback")
+
+
+def demo_command(out: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "socialalign"), "demo", "--size", "smoke", "--out", str(out),
+            "ray.include_dashboard=false"]
+
+
+def demo_env() -> dict[str, str]:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "socialalign"), "demo", "--size", "smoke", "--out", str(out),
-         "ray.include_dashboard=false"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
+    return env
+
+
+def run_demo(out: Path) -> tuple[str, str]:
+    """The demo with its output piped (a log file or CI): (stdout, stderr)."""
+    result = subprocess.run(demo_command(out), cwd=REPO, env=demo_env(), capture_output=True, text=True, timeout=900)
     output = (result.stdout + result.stderr).replace("\r", "\n")
-    assert result.returncode == 0, output[-4000:]
-    return result.stdout
+    assert result.returncode == 0, output[-4000:] + _log_tail(out)
+    return result.stdout, result.stderr
+
+
+def run_demo_in_a_terminal(out: Path) -> str:
+    """The demo as a user sees it in a terminal (a pseudo-terminal): everything it draws, bars included."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(demo_command(out), cwd=REPO, env=demo_env(), stdin=follower, stdout=follower,
+                               stderr=follower, close_fds=True)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the demo closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    assert process.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")[-4000:] + _log_tail(out)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _log_tail(out: Path) -> str:
+    log = out / "logs" / "demo.log"
+    return "\n--- demo.log ---\n" + log.read_text(encoding="utf-8")[-6000:] if log.is_file() else ""
+
+
+def stray_lines(text: str) -> list[str]:
+    return [line for line in text.replace("\r", "\n").splitlines() if STRAY.search(line)]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo") / "out"
-    return out, run_demo(out)
+    stdout, stderr = run_demo(out)
+    assert stray_lines(stdout + stderr) == []
+    return out, stdout
 
 
 def printed_rows(stdout: str) -> dict[str, int]:
@@ -98,7 +147,8 @@ def test_the_printed_row_counts_are_the_tables_row_counts(demo) -> None:
     rows = printed_rows(stdout)
     for name, schema in CRAWL_TABLES.items():
         assert rows[f"crawl/{name}"] == read_table_dir(out / "crawl" / name, schema).num_rows, name
-    assert rows["dataset/clean_history"] == read_table_dir(out / "dataset" / "clean" / "history", CLEAN_HISTORY).num_rows
+    clean = read_table_dir(out / "dataset" / "clean" / "history", CLEAN_HISTORY)
+    assert rows["dataset/clean_history"] == clean.num_rows
     assert rows["dataset/cases"] == read_table_dir(out / "dataset" / "clean" / "cases", CASES).num_rows
     assert rows["dataset/personas"] == read_table_dir(out / "dataset" / "personas", PERSONAS).num_rows
     assert rows["sft/train"] == read_table_dir(out / "dataset" / "sft" / "train", SFT).num_rows
@@ -123,9 +173,19 @@ def test_the_evaluation_tables_are_well_formed(demo) -> None:
     assert macro and all(row["topic"] for row in macro)
 
 
-def test_a_rerun_reuses_every_finished_stage(demo) -> None:
+def test_the_screen_holds_stage_lines_and_the_summary_and_the_log_the_rest(demo) -> None:
+    out, stdout = demo
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert all(line.startswith("[") or line.startswith("  ") or line.startswith("SocialAlign demo") for line in lines)
+    log = (out / "logs" / "demo.log").read_text(encoding="utf-8")
+    assert " INFO " in log and "[crawl        ] ok" in log  # our records and the stage lines went there
+    assert f"logs:       {out / 'logs' / 'demo.log'}" in stdout or "logs/demo.log" in stdout
+
+
+def test_a_rerun_in_a_terminal_reuses_every_finished_stage_and_draws_nothing_stray(demo) -> None:
     out, first = demo
-    again = run_demo(out)
+    again = run_demo_in_a_terminal(out)
+    assert stray_lines(again) == []
     assert "[base model   ] reused" in again
     assert "[serve        ] reused" in again and "[evaluate     ] reused" in again
     assert printed_rows(again) == printed_rows(first)  # the crawl resumed: nothing fetched twice

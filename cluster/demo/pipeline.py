@@ -86,7 +86,8 @@ def _crawl(settings: dict, size: DemoSize, out: Path, console: Console, figures:
     figures["rows"].update({f"crawl/{name}": count for name, count in report["rows"].items()})
     rows = ", ".join(f"{count} {name}" for name, count in report["rows"].items())
     console.stage("crawl", f"ok: {rows} from the Weibo simulator in {time.monotonic() - began:.1f}s, "
-                           f"{report['requests']} requests through {COOKIES} cookies, {violations} rate-limit violations")
+                           f"{report['requests']} requests through {COOKIES} cookies, "
+                           f"{violations} rate-limit violations")
 
 
 def _dataset(config: DemoConfig, settings: dict, out: Path, console: Console, figures: dict) -> None:
@@ -212,10 +213,10 @@ def _summary(console: Console, out: Path, figures: dict, info: RayInfo, seconds:
 
 
 def _keep_serving(console: Console, url: str) -> None:
+    body = json.dumps({"user": {"name": "小明", "history": ["今天天气不错"]}, "news": "北京发布了新的交通政策。",
+                       "topic": "北京交通新政"}, ensure_ascii=False)
     console.say(f"serving at {url}; try:\n  curl -s {url}/v1/models\n"
-                f"  curl -s {url}/v1/predict/micro -H 'Content-Type: application/json' -d "
-                "'{\"user\": {\"name\": \"小明\", \"history\": [\"今天天气不错\"]}, \"news\": \"北京发布了新的交通政策。\", "
-                "\"topic\": \"北京交通新政\"}'\nCtrl-C stops it.")
+                f"  curl -s {url}/v1/predict/micro -H 'Content-Type: application/json' -d '{body}'\nCtrl-C stops it.")
     try:
         while True:
             time.sleep(1)
