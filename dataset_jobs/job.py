@@ -34,15 +34,22 @@ __all__ = ["SUCCESS", "STEPS", "run"]
 def run(config: DatasetConfig) -> int:
     """The stage entry point: run the requested steps in order; 0 when they all finished."""
     crawl_dir, out = config.crawl_dir.resolve(), config.output_dir.resolve()
-    missing = [name for name in CRAWL_TABLES if not (crawl_dir / name).is_dir()]
-    if missing:
-        raise ConfigError(f"crawl_dir: {crawl_dir} lacks the crawl tables {missing} (run socialalign crawl first)")
+    _check(config, crawl_dir)
     with ray_session(config.ray):
         for name, step in STEPS.items():
             if name in config.steps:
                 _run_step(name, step, config, crawl_dir, out)
     print(f"dataset ready in {out}: sft/train, sft/test (Parquet) and sft/*.jsonl (alpaca)")
     return 0
+
+
+def _check(config: DatasetConfig, crawl_dir: Path) -> None:
+    """Config problems that show before any work: the crawl tables, the persona endpoint."""
+    missing = [name for name in CRAWL_TABLES if not (crawl_dir / name).is_dir()]
+    if missing:
+        raise ConfigError(f"crawl_dir: {crawl_dir} lacks the crawl tables {missing} (run socialalign crawl first)")
+    if "persona" in config.steps and config.persona.base_url and not config.persona.model:
+        raise ConfigError("persona.model: name the model the endpoint serves (persona.base_url is set)")
 
 
 def _run_step(name: str, step: ModuleType, config: DatasetConfig, crawl_dir: Path, out: Path) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.config import ConfigError
 from cluster.llm import LLMEndpointConfig
 from cluster.parquet import read_table_dir, replace_dir
 from cluster.schemas import CASES, CLEAN_HISTORY, PERSONAS
@@ -71,8 +70,6 @@ def build(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
 def _through_endpoint(users: Any, config: DatasetConfig, cache_dir: Path) -> Any:
     from ray.data import ActorPoolStrategy
 
-    if not config.persona.model:
-        raise ConfigError("persona.model: name the model the endpoint serves")
     cache_dir.mkdir(parents=True, exist_ok=True)
     compact_journals(cache_dir)  # before any worker starts a journal of its own
     return users.map_batches(

@@ -232,6 +232,20 @@ def test_missing_crawl_tables_are_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "lacks the crawl tables" in capsys.readouterr().err
 
 
+def test_held_out_topics_the_data_lacks_are_a_config_error(built: Path, crawl_dir: Path) -> None:
+    before = (built / "sft" / SUCCESS).read_text()
+    with pytest.raises(ConfigError, match=r"test_topics: \['no such topic'\]"):
+        run(config(crawl_dir, built, steps=["sft"], test_topics=["no such topic"]))
+    assert (built / "sft" / SUCCESS).read_text() == before  # the last good SFT set stays
+
+
+def test_an_endpoint_without_a_model_is_a_config_error_before_any_work(crawl_dir: Path, tmp_path: Path) -> None:
+    endpoint = {"base_url": "http://127.0.0.1:9/v1"}
+    with pytest.raises(ConfigError, match="persona.model"):
+        run(config(crawl_dir, tmp_path / "out", persona=endpoint))
+    assert not (tmp_path / "out").exists()
+
+
 def test_steps_flag_on_the_command_line(crawl_dir: Path, tmp_path: Path, ray_local) -> None:
     out = tmp_path / "dataset"
     code = main(["build-dataset", "--steps", "clean", f"crawl_dir={crawl_dir}", f"output_dir={out}",
