@@ -62,14 +62,14 @@ def load_config(
         sources.update({key: f"{path}:{line}" for key, line in lines.items()})
         _warn_inline_secrets(model, data, str(path))
     for dotted, env_name in _env_defaults(model, environ):
-        if not _has_dotted(data, dotted):
-            _set_dotted(data, dotted, environ[env_name])
+        if not has_dotted(data, dotted):
+            set_dotted(data, dotted, environ[env_name])
             sources[dotted] = f"environment variable {env_name}"
     for dotted, env_name in _secrets_from_env(model, environ):
-        _set_dotted(data, dotted, environ[env_name])
+        set_dotted(data, dotted, environ[env_name])
         sources[dotted] = f"environment variable {env_name}"
     for dotted, value, text in (parse_override(item) for item in overrides):
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
         sources[dotted] = f"argument '{_mask_override(model, dotted, text)}'"
     try:
         config = model.model_validate(data)
@@ -173,7 +173,8 @@ def _key_lines(node: yaml.Node, prefix: str = "") -> Iterable[tuple[str, int]]:
         yield from _key_lines(value, prefix=f"{dotted}.")
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts, making the dicts on the way."""
     *parents, leaf = dotted.split(".")
     node = data
     for part in parents:
@@ -185,9 +186,12 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _has_dotted(data: dict[str, Any], dotted: str) -> bool:
+def has_dotted(data: dict[str, Any], dotted: str) -> bool:
+    """Whether `data` sets `dotted`; a model object given whole sets all of its fields."""
     node: Any = data
     for part in dotted.split("."):
+        if isinstance(node, BaseModel):
+            return True
         if not isinstance(node, dict) or part not in node:
             return False
         node = node[part]
