@@ -142,6 +142,7 @@ CASES = pa.schema(
     [
         pa.field("topic", pa.string(), nullable=False),
         pa.field("news", pa.string(), nullable=False),
+        pa.field("news_source", pa.string()),  # config | ai_search | hashtag (null in sets built before it)
         pa.field("user_id", pa.string(), nullable=False),
         pa.field("user_name", pa.string()),
         pa.field("mid", pa.string(), nullable=False),
@@ -173,6 +174,8 @@ PERSONAS = pa.schema(
         pa.field("completion_tokens", pa.int64()),
         pa.field("attempts", pa.int32()),
         pa.field("error", pa.string()),  # why the LLM gave no persona (then the offline one is used)
+        pa.field("topic", pa.string()),  # the case a persona is for (persona_per: case); null: the user's
+        pa.field("mid", pa.string()),
     ]
 )
 
@@ -195,6 +198,7 @@ SFT = pa.schema(
         pa.field("variant", pa.string(), nullable=False),  # full | without_persona | without_history
         pa.field("topic", pa.string(), nullable=False),
         pa.field("news", pa.string(), nullable=False),
+        pa.field("news_source", pa.string()),  # config | ai_search | hashtag (null in sets built before it)
         pa.field("user_id", pa.string(), nullable=False),
         pa.field("user_name", pa.string()),
         pa.field("mid", pa.string(), nullable=False),  # the target post (its text is `output`)
