@@ -1,8 +1,13 @@
 """`socialalign submit <stage>`: what `ray job submit --working-dir . -- python -m <stage> ...` does,
 with the entrypoint, runtime env and Ray's token authentication handled for the user.
 
-Secrets never travel in a job's entrypoint or runtime env (both are shown on the dashboard): the
-cluster supplies them through its own environment (Kubernetes Secrets under KubeRay).
+Secrets never travel in a job's entrypoint or runtime env (both are shown on the dashboard) nor in
+its working dir (the cluster's job store and every node that runs it keep a copy): the cluster
+supplies them through its own environment (Kubernetes Secrets under KubeRay). So `build_job`
+refuses, before anything is sent, an override that holds a secret (a secret field, or a value
+whose YAML holds one, however deep), a config file that sets a secret inline, and a secret file
+(`cookies_file`) inside the working dir; each error names the field or file and what to do
+instead, and never shows the value.
 
 The working dir puts our packages on the job's path, but not their dependencies: the cluster's
 image must have them (the k8s image installs this project), or `pip=True` (`--pip`) has Ray
@@ -20,10 +25,13 @@ import secrets
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
+from pydantic import BaseModel
 
 from cluster.config import ConfigError, load_config, parse_override, secret_fields
 from cluster.logs import register_secret
@@ -49,6 +57,12 @@ UPLOAD_EXCLUDES = (
 NOT_PIP_INSTALLED = ("ray",)
 JOB_ENV = {"PYTHONUNBUFFERED": "1"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Keys that hold a secret wherever they appear inside an override's or a config file's value, besides
+# the last part of each secret field of the stage's model (`api_key` of `persona.api_key`).
+SECRET_KEYS = frozenset({"api_key", "auth_token", "token", "password", "secret", "cookies", "cookie", "redis_url"})
+# A field that names a file of secrets: `<secret field>_file` (cookies_file beside cookies), or these.
+SECRET_FILE_SUFFIXES = ("cookies_file", "token_file", "key_file", "password_file")
+CLUSTER_ENVIRONMENT = "the cluster's environment (a Kubernetes Secret under KubeRay)"
 
 
 class SubmitError(RuntimeError):
@@ -70,11 +84,15 @@ def build_job(
     pip: bool = False,
 ) -> JobSpec:
     """Check the config here, then describe the job that runs `stage` on the cluster."""
-    _refuse_secret_overrides(stage, overrides)
-    load_config(stage.config_model(), config_path, overrides)
+    model = stage.config_model()
+    refuse_secret_overrides(model, overrides)
+    if config_path is not None:
+        refuse_inline_secrets(model, Path(config_path))
+    config = load_config(model, config_path, overrides)
     root = Path(working_dir).resolve()
     if not root.is_dir():
         raise SubmitError(f"working dir {working_dir} is not a directory")
+    refuse_uploaded_secret_files(config, root)
     command = ["python", "-m", stage.module]
     if config_path is not None:
         command += ["--config", _inside(root, Path(config_path))]
@@ -197,12 +215,115 @@ def _inside(root: Path, config_path: Path) -> str:
     return resolved.relative_to(root).as_posix()
 
 
-def _refuse_secret_overrides(stage: Stage, overrides: Sequence[str]) -> None:
-    secrets = secret_fields(stage.config_model())
+def refuse_secret_overrides(model: type[BaseModel], overrides: Sequence[str]) -> None:
+    """ConfigError for the first `key=value` that holds a secret: a secret field of `model` (or a field
+    under one), a value whose YAML sets one (`persona={base_url: ..., api_key: ...}`), or a secret key
+    anywhere inside the value (in lists too). The message shows the key only."""
+    secrets = secret_fields(model)
     for item in overrides:
-        key = parse_override(item)[0]
-        if key in secrets:
+        key, value, _ = parse_override(item)
+        found = _secret_in_override(key, value, secrets)
+        if found is not None:
             raise ConfigError(
-                f"argument '{key}=***': a secret is never put on a job's command line (the dashboard shows it); "
-                f"set {secrets[key][0]} in the cluster's environment instead"
+                f"argument '{key}=***': {found} is a secret, and a secret is never put on a job's command line "
+                f"(the dashboard shows it, and so does submit); set {_env_of(found, secrets)} instead"
             )
+
+
+def refuse_inline_secrets(model: type[BaseModel], config_path: Path) -> None:
+    """ConfigError when the config file sets a secret inline: it would be uploaded with the working dir."""
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # load_config reports it, naming the file and line
+    secrets = secret_fields(model)
+    found = next((dotted for dotted in secrets if _filled(_lookup(data, dotted))), None)
+    found = found or next(_secret_keys_inside(data, _secret_keys(secrets)), None)
+    if found is not None:
+        raise ConfigError(
+            f"{config_path}: sets the secret {found} inline; submit uploads the config with the working dir "
+            f"(the cluster's job store and every node keep a copy), so remove it from the file and set "
+            f"{_env_of(found, secrets)} instead"
+        )
+
+
+def refuse_uploaded_secret_files(config: BaseModel, root: Path) -> None:
+    """ConfigError when a file of secrets (`cookies_file`) lies inside the working dir `root`: it would be
+    uploaded with the code (or, if excluded, be missing from the job's copy, where a relative path points)."""
+    secrets = secret_fields(type(config))
+    for dotted, value in _secret_file_fields(config):
+        path = Path(value).expanduser()
+        resolved = (path if path.is_absolute() else root / path).resolve()
+        if resolved.is_relative_to(root):
+            field_of = dotted.removesuffix("_file")
+            env = f"set {_env_of(field_of, secrets)}" if field_of in secrets else f"use {CLUSTER_ENVIRONMENT}"
+            raise ConfigError(
+                f"{dotted} {value} is inside the working dir {root}: submit would upload it with the code (the "
+                f"cluster's job store and every node keep a copy), or, where it is excluded, the job would not find "
+                f"it; {env}, or put the file on storage the cluster reads, outside the working dir, and name it by "
+                "its absolute path"
+            )
+
+
+def _secret_in_override(key: str, value: Any, secrets: dict[str, list[str]]) -> str | None:
+    """The dotted secret field the override `key=value` sets, if any."""
+    for dotted in secrets:
+        if key == dotted or key.startswith(f"{dotted}."):
+            return dotted
+        if dotted.startswith(f"{key}.") and _filled(_lookup(value, dotted[len(key) + 1 :])):
+            return dotted
+    if key.rsplit(".", 1)[-1] in _secret_keys(secrets):
+        return key
+    inside = next(_secret_keys_inside(value, _secret_keys(secrets)), None)
+    return f"{key}.{inside}" if inside is not None else None
+
+
+def _secret_keys(secrets: dict[str, list[str]]) -> set[str]:
+    return SECRET_KEYS | {dotted.rsplit(".", 1)[-1] for dotted in secrets}
+
+
+def _secret_keys_inside(node: Any, keys: set[str], prefix: str = "") -> Iterator[str]:
+    """Dotted paths (list items by index) of the keys in `keys` set anywhere inside `node`, with a value."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            dotted = f"{prefix}{name}"
+            if str(name) in keys and _filled(value):
+                yield dotted
+            yield from _secret_keys_inside(value, keys, f"{dotted}.")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _secret_keys_inside(value, keys, f"{prefix}{index}.")
+
+
+def _lookup(node: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and value != "" and value != {} and value != []
+
+
+def _env_of(dotted: str, secrets: dict[str, list[str]]) -> str:
+    """Where a secret belongs instead: its environment variable, in the cluster's environment."""
+    owner = next((d for d in secrets if dotted == d or dotted.startswith(f"{d}.")), None)
+    if owner is None:  # a key inside a value: the secret field of that name, if the model has one
+        leaf = dotted.rsplit(".", 1)[-1]
+        owner = next((d for d in secrets if d.rsplit(".", 1)[-1] == leaf), None)
+    if owner is None:
+        return f"it in {CLUSTER_ENVIRONMENT}"
+    return f"{' or '.join(secrets[owner])} in {CLUSTER_ENVIRONMENT}"
+
+
+def _secret_file_fields(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted field, value) of each field that names a file of secrets and is set, nested models too."""
+    secrets = secret_fields(type(config))
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from _secret_file_fields(value, f"{dotted}.")
+        elif value and (name.endswith(SECRET_FILE_SUFFIXES) or (
+                name.endswith("_file") and name.removesuffix("_file") in {d.rsplit(".", 1)[-1] for d in secrets})):
+            yield dotted, value
