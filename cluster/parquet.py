@@ -16,13 +16,29 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in `directory` durable: a rename is a change to the directory, and
+    until the directory itself is fsynced a power cut can undo it (POSIX; a no-op where directories
+    cannot be opened, as on Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (PermissionError, IsADirectoryError):
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    """Write to a temporary name in the same directory, fsync, rename: readers never see half a file."""
+    """Write to a temporary name in the same directory, fsync, rename, fsync the directory: readers
+    never see half a file, and once this returns the file is on disk under its name."""
     temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     pq.write_table(table, temp)
     with open(temp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temp, path)
+    fsync_dir(path.parent)
 
 
 def replace_dir(target: Path, fill: Callable[[Path], None]) -> None:
@@ -38,6 +54,7 @@ def replace_dir(target: Path, fill: Callable[[Path], None]) -> None:
     if target.exists():
         os.replace(target, old)
     os.replace(fresh, target)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.parquet import fsync_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -76,7 +78,10 @@ class FrontierState:
         if journal is not None:
             self._replay(journal)
             journal.parent.mkdir(parents=True, exist_ok=True)
+            created = not journal.exists()
             self._file = open(journal, "a", encoding="utf-8")  # noqa: SIM115 - held for the actor's life
+            if created:
+                fsync_dir(journal.parent)  # the new file's name must survive a crash as well as its lines
 
     def add(self, tasks: Iterable[Task]) -> int:
         new = [task for task in tasks if task.id not in self.tasks]
@@ -95,6 +100,14 @@ class FrontierState:
             self.leased[task_id] = now + lease_s
             taken.append(self.tasks[task_id])
         return taken
+
+    def renew(self, task_id: str, lease_s: float, now: float) -> bool:
+        """Extend a lease still held (also one past its deadline that nobody took yet); False when the
+        task went back to the queue or is done: then its holder must leave it alone."""
+        if task_id not in self.leased:
+            return False
+        self.leased[task_id] = now + lease_s
+        return True
 
     def complete(self, task_ids: Iterable[str]) -> None:
         ids = [task_id for task_id in task_ids if task_id in self.tasks and task_id not in self.done]
@@ -137,15 +150,23 @@ class FrontierState:
     def _replay(self, journal: Path) -> None:
         if not journal.exists():
             return
-        lines = journal.read_text(encoding="utf-8").splitlines()
+        data = journal.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            # A crash mid-write leaves a cut-off last line. Cut the file back to its last complete line
+            # before appending: an entry written after the broken one would be glued onto it, and the
+            # next restart would find a corrupt line in the middle (and lose that entry).
+            log.warning("%s: dropping a cut-off last journal line (%d bytes) left by a crash mid-write",
+                        journal, len(data) - complete)
+            with open(journal, "r+b") as handle:
+                handle.truncate(complete)
+                handle.flush()
+                os.fsync(handle.fileno())
+        lines = data[:complete].decode("utf-8", "replace").splitlines()
         for number, line in enumerate(lines, start=1):
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                # Only the last line can be cut short (a crash mid-write); anything else is corruption.
-                if number == len(lines):
-                    log.warning("%s:%d: ignoring a truncated last journal line", journal, number)
-                    continue
                 raise ValueError(f"{journal}:{number}: corrupt frontier journal line") from None
             if entry["op"] in ("add", "retry"):
                 task = Task(**entry["task"])
@@ -175,6 +196,9 @@ def _remote_frontier_actor() -> Any:
         def lease(self, count: int, lease_s: float) -> list[str]:
             return [t.to_json() for t in self.state.lease(count, lease_s, time.monotonic())]
 
+        def renew(self, task_id: str, lease_s: float) -> bool:
+            return self.state.renew(task_id, lease_s, time.monotonic())
+
         def complete(self, task_ids: list[str]) -> None:
             self.state.complete(task_ids)
 
@@ -201,6 +225,9 @@ class ActorFrontier:
 
     async def lease(self, count: int, lease_s: float) -> list[Task]:
         return [Task.from_json(t) for t in await self.handle.lease.remote(count, lease_s)]
+
+    async def renew(self, task_id: str, lease_s: float) -> bool:
+        return await self.handle.renew.remote(task_id, lease_s)
 
     async def complete(self, task_ids: list[str]) -> None:
         if task_ids:
@@ -250,6 +277,14 @@ while #out < tonumber(ARGV[1]) do
   end
 end
 return out
+"""
+# KEYS: leased; ARGV: id, lease_s. Only a lease still held is extended (ZADD XX); the Redis clock.
+_LUA_RENEW = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
 """
 # KEYS: leased, done, tasks; ARGV: ids
 _LUA_COMPLETE = """
@@ -323,6 +358,9 @@ class RedisFrontier:
             keys=self._keys("tasks", "pending", "leased", "done"), args=[count, lease_s]
         )
         return [Task.from_json(item) for item in raw]
+
+    async def renew(self, task_id: str, lease_s: float) -> bool:
+        return bool(await self._script("renew", _LUA_RENEW)(keys=self._keys("leased"), args=[task_id, lease_s]))
 
     async def complete(self, task_ids: list[str]) -> None:
         if task_ids:

@@ -190,3 +190,44 @@ def test_a_cut_off_last_journal_line_is_ignored_but_corruption_is_not(tmp_path: 
     journal.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match=r"journal.jsonl:2: corrupt frontier journal line"):
         FrontierState(journal)
+
+
+def test_a_renewed_lease_outlives_its_first_deadline_and_a_finished_one_cannot_be_renewed(frontier) -> None:
+    async def scenario():
+        await frontier.add(tasks("held", "lost"))
+        held, lost = await frontier.lease(2, 0.3)
+        for _ in range(3):  # a worker waiting for a cookie renews every lease_s / 3
+            await asyncio.sleep(0.15)
+            assert await frontier.renew(held.id, 0.3)
+        await asyncio.sleep(0.2)
+        others = await frontier.lease(5, 60)  # 'lost' expired and goes to another worker; 'held' does not
+        await frontier.complete([held.id, lost.id])
+        renewed_done = [await frontier.renew(task.id, 60) for task in (held, lost)]
+        await _close(frontier)
+        return others, renewed_done
+
+    others, renewed_done = run(scenario())
+    assert [t.key for t in others] == ["lost"]
+    assert renewed_done == [False, False]  # done: whoever still waits for a cookie for it leaves it
+
+
+def test_a_crash_mid_write_can_be_resumed_again_and_again(tmp_path: Path) -> None:
+    journal = tmp_path / "_frontier" / "journal.jsonl"
+    state = FrontierState(journal)
+    state.add(tasks("1", "2", "3"))
+    first = state.lease(1, 60, time.monotonic())
+    with open(journal, "a", encoding="utf-8") as handle:
+        handle.write('{"op": "done", "id": "prof')  # the crash: half a line, no newline
+    for _ in range(2):  # resumed twice: each restart finishes one task, then "crashes" again
+        state = FrontierState(journal)
+        (task,) = state.lease(1, 60, time.monotonic())
+        state.complete([task.id])
+        with open(journal, "a", encoding="utf-8") as handle:
+            handle.write('{"op": "add", "task": {"kind": "pro')
+    final = FrontierState(journal)
+    counts = final.counts()
+    assert (counts.seen, counts.done, counts.pending) == (3, 2, 1)
+    assert [t.key for t in final.lease(5, 60, time.monotonic())] == ["3"] and first[0].key == "1"
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    assert all(json.loads(line) for line in lines)  # every line whole: nothing glued onto a broken one
+    assert sum('"done"' in line for line in lines) == 2
