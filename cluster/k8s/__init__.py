@@ -19,6 +19,11 @@ Every check returns problems as lines "<Kind>/<name>: <what is wrong>"; none mea
 - `check_serve` (rayservice): the RayService's serveConfigV2 is serve/serve_config.yaml, and is
   what the serve stage's deploy-config action writes for the mounted serve.yaml; optionally the
   app builds from it.
+- `check_pod_security`, `check_read_only_serving`, `check_redis` (security): every pod template
+  drops its privileges (non-root, no privilege escalation, no capabilities, seccomp, read-only
+  root); the RayService's pods mount shared storage read-only; Redis asks for a password from a
+  Secret, every Redis URL carries it, and a NetworkPolicy admits exactly the pods that get it.
+  Secret values holding PLACEHOLDER are read as stand-ins and listed by `placeholder_secrets`.
 
 `render` and `validate` (overlay) run them all on an overlay; `main` (cli) is the command. Like the
 rest of the entry layer, this package knows the stages only through the registry.
@@ -41,10 +46,11 @@ from cluster.k8s.crds import (
 from cluster.k8s.fit import ray_resources, stage_demand
 from cluster.k8s.manifest import RAY_KINDS, cluster_spec, pod_templates
 from cluster.k8s.overlay import RenderError, render, validate
-from cluster.k8s.pod_config import load_mounted_config, pod_environment
+from cluster.k8s.pod_config import load_mounted_config, placeholder_secrets, pod_environment
 from cluster.k8s.rayjobs import check_stages, rayjob_command, stage_of_module
 from cluster.k8s.rayservice import SERVE_CONFIG, check_serve, deploy_config_document
 from cluster.k8s.references import check_references
+from cluster.k8s.security import WRITABLE_ROOT, check_pod_security, check_read_only_serving, check_redis
 
 __all__ = [
     "CRD_DIRS",
@@ -53,10 +59,14 @@ __all__ = [
     "K8S_VERSION",
     "RAY_KINDS",
     "SERVE_CONFIG",
+    "WRITABLE_ROOT",
     "RenderError",
     "check_core_schema",
     "check_kuberay_rules",
+    "check_pod_security",
     "check_ray_schema",
+    "check_read_only_serving",
+    "check_redis",
     "check_references",
     "check_serve",
     "check_stages",
@@ -69,6 +79,7 @@ __all__ = [
     "load_mounted_config",
     "main",
     "openapi_to_json_schema",
+    "placeholder_secrets",
     "pod_environment",
     "pod_templates",
     "ray_resources",

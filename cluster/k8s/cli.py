@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cluster.k8s.crds import CRD_DIRS, CRD_ENV, CRD_FILES, crd_candidates, find_crds, has_crds
 from cluster.k8s.overlay import RenderError, render, validate
+from cluster.k8s.pod_config import placeholder_secrets
 
 PROG = "python -m cluster.k8s"
 
@@ -21,14 +22,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = False
     for overlay in args.overlays:
+        placeholders: list[str] = []
         try:
-            problems = validate(render(overlay), crd_dir, build_app=args.build_app)
+            objects = render(overlay)
+            problems = validate(objects, crd_dir, build_app=args.build_app)
+            placeholders = placeholder_secrets(objects)
         except RenderError as error:
             problems = [str(error)]
         failed |= bool(problems)
         print(f"{overlay}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
         for problem in problems:
             print(f"  {problem}")
+        if placeholders:  # the base's and the example's: a template, not a deployment
+            print(f"  placeholders to replace before deploying: {'; '.join(placeholders)}")
     return 1 if failed else 0
 
 

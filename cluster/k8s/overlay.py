@@ -16,6 +16,7 @@ from cluster.k8s.manifest import RAY_KINDS, Problems
 from cluster.k8s.rayjobs import check_stages
 from cluster.k8s.rayservice import check_serve
 from cluster.k8s.references import check_references
+from cluster.k8s.security import check_pod_security, check_read_only_serving, check_redis
 
 
 class RenderError(RuntimeError):
@@ -47,4 +48,5 @@ def validate(objects: list[dict[str, Any]], crd_dir: str | os.PathLike[str] | No
     problems += check_references(objects)
     problems += check_stages(objects)
     problems += check_serve(objects, build_app=build_app)
+    problems += check_pod_security(objects) + check_read_only_serving(objects) + check_redis(objects)
     return problems

@@ -1,10 +1,18 @@
 """What a stage sees in its pod: its environment (Secret and ConfigMap values resolved) and its
-config file from the mounted ConfigMap; secrets reach it from Secrets only."""
+config file from the mounted ConfigMap; secrets reach it from Secrets only.
+
+A Secret value holding PLACEHOLDER is one the operator replaces before deploying (the base and
+the example overlay ship them). The checks read it as a stand-in of the same shape, a hex string
+in place of each placeholder (the same one wherever the same placeholder appears, so a Redis
+password and the URL that carries it still agree), and `placeholder_secrets` lists them.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,6 +23,8 @@ from cluster.config import ConfigError, load_config, secret_fields
 from cluster.k8s.manifest import Objects, Problems, find
 from cluster.stage_config import StageConfig
 from cluster.stages import STAGES, Stage
+
+PLACEHOLDER = re.compile(r"PLACEHOLDER[\w.-]*")
 
 
 def load_mounted_config(model: type[StageConfig], path: str, overrides: list[str], container: dict[str, Any],
@@ -69,11 +79,29 @@ def pod_environment(container: dict[str, Any], objects: Objects) -> tuple[dict[s
             found = find(objects, kind, ref.get("name"))
             if found is not None and ref.get("key") in (found.get("data") or {}):
                 raw = found["data"][ref["key"]]
-                env[name] = base64.b64decode(raw).decode("utf-8") if kind == "Secret" else raw
+                env[name] = secret_value(raw) if kind == "Secret" else raw
     literals = {i.get("name") for i in container.get("env") or [] if "value" in i}
     problems = [f"container {container.get('name')}: {name} is a secret but set as a literal value; use a secretKeyRef"
                 for name in sorted(secret_env_names() & literals)]
     return env, problems
+
+
+def secret_value(raw: str) -> str:
+    """A Secret's `data` value as the pod reads it, each placeholder in it read as its stand-in."""
+    value = base64.b64decode(raw).decode("utf-8")
+    return PLACEHOLDER.sub(lambda match: hashlib.sha256(match.group().encode()).hexdigest()[:32], value)
+
+
+def placeholder_secrets(objects: Objects) -> list[str]:
+    """`Secret/<name>: <key>, <key>` for each Secret with values that are still placeholders."""
+    found = []
+    for obj in objects:
+        if obj.get("kind") == "Secret":
+            keys = [key for key, raw in sorted((obj.get("data") or {}).items())
+                    if PLACEHOLDER.search(base64.b64decode(raw).decode("utf-8", errors="replace"))]
+            if keys:
+                found.append(f"Secret/{obj['metadata']['name']}: {', '.join(keys)}")
+    return found
 
 
 @contextmanager

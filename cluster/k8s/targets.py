@@ -8,16 +8,23 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from cluster.k8s.manifest import Objects, Problems, ray_containers, strings
+from cluster.k8s.manifest import Objects, Problems, strings
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379}
 
 
 def paths_on_volumes(dumped: Any, cluster: dict[str, Any]) -> Problems:
-    """Every absolute path in `dumped` (a config as JSON) lies on a volume of every Ray container."""
+    """Every absolute path in `dumped` (a config as JSON) lies on a volume of every Ray container, one
+    that outlives the pod (an emptyDir, such as /tmp, is the pod's own scratch space)."""
     problems = []
-    for container in ray_containers(cluster):
-        mounts = [m.get("mountPath", "").rstrip("/") + "/" for m in container.get("volumeMounts") or []]
+    for group in [cluster.get("headGroupSpec") or {}, *(cluster.get("workerGroupSpecs") or [])]:
+        pod = (group.get("template") or {}).get("spec") or {}
+        if not pod.get("containers"):
+            continue
+        container = pod["containers"][0]
+        scratch = {v.get("name") for v in pod.get("volumes") or [] if "emptyDir" in v}
+        mounts = [m.get("mountPath", "").rstrip("/") + "/" for m in container.get("volumeMounts") or []
+                  if m.get("name") not in scratch]
         for value in strings(dumped):
             if value.startswith("/") and not any((value.rstrip("/") + "/").startswith(m) for m in mounts):
                 problems.append(

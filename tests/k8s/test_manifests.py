@@ -1,6 +1,7 @@
 """The kustomize tree under k8s/: every overlay renders and validates offline (KubeRay CRDs,
-Kubernetes schemas, cross-references, stage entrypoints and configs, the Serve config), versions
-come from one place, and broken manifests are caught."""
+Kubernetes schemas, cross-references, stage entrypoints and configs, the Serve config, pod
+security, read-only serving, Redis's password and NetworkPolicy), versions come from one place,
+and broken manifests are caught."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ import copy
 import os
 import re
 import shlex
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -23,7 +28,7 @@ from train_jobs.config import TrainConfig
 
 BATCH_STAGES = {"crawl": "crawl_actors", "build-dataset": "dataset_jobs", "train": "train_jobs",
                 "evaluate": "serve.evaluate"}
-PLACEHOLDER_SECRETS = {"weibo-cookies", "llm-api-key", "serve-token"}
+PLACEHOLDER_SECRETS = {"weibo-cookies", "llm-api-key", "serve-token", "redis-password", "redis-url"}
 # Not the bare overlay name: the suite's conftest skips any test whose keywords include "gpu".
 OVERLAY_IDS = [f"overlays/{name}" for name in OVERLAYS]
 
@@ -73,7 +78,10 @@ def test_the_rayservice_serves_serve_config_yaml_and_the_app_builds_from_it(rend
 
 def test_the_cli_checks_overlays(crd_dir: Path, capsys) -> None:
     assert k8s.main([str(REPO / "k8s" / "overlays" / "dev"), "--crds", str(crd_dir)]) == 0
-    assert capsys.readouterr().out.strip().endswith("dev: ok")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("dev: ok")
+    listed = k8s.placeholder_secrets(k8s.render(REPO / "k8s" / "overlays" / "dev"))
+    assert lines[1:] == [f"  placeholders to replace before deploying: {listed[0]}"]
 
 
 def test_the_cli_finds_the_crds_beside_the_checkout_or_from_the_environment(crd_dir: Path) -> None:
@@ -93,7 +101,7 @@ def test_the_cli_refuses_to_skip_the_crd_schemas_unless_told(
     assert k8s.main([dev, "--crds", str(tmp_path)]) == 2
     assert k8s.main([dev, "--no-crds"]) == 0
     captured = capsys.readouterr()
-    assert "checked without their CRD schema" in captured.err and captured.out.strip().endswith("dev: ok")
+    assert "checked without their CRD schema" in captured.err and "dev: ok\n" in captured.out
 
 
 # --- what the tree must contain -----------------------------------------------------------------
@@ -147,9 +155,24 @@ def test_secrets_are_placeholders_outside_dev(renders) -> None:
     for overlay in ("gpu", "local.example"):
         values = secret_values(renders[overlay])
         assert {k for k, v in values.items() if "PLACEHOLDER" in v} == PLACEHOLDER_SECRETS
-        assert values["redis-url"] == "redis://socialalign-redis:6379/0"
     dev = secret_values(renders["dev"])
     assert dev["serve-token"] == "dev-serve-token-not-a-secret" and dev["weibo-cookies"].startswith("SUB=sim-")
+    for overlay in OVERLAYS:  # the URL the crawl gets carries the password Redis asks for
+        values = secret_values(renders[overlay])
+        url = urlsplit(values["redis-url"])
+        assert url.password == values["redis-password"] and (url.hostname, url.port) == ("socialalign-redis", 6379)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_placeholders_are_listed_and_checked_as_stand_ins(renders, overlay: str) -> None:
+    """A placeholder is what the operator replaces: the checks read it as a stand-in of the same shape
+    (serve would refuse the placeholder itself as a token), and list it."""
+    listed = k8s.placeholder_secrets(renders[overlay])
+    expected = {"llm-api-key"} if overlay == "dev" else PLACEHOLDER_SECRETS
+    assert len(listed) == 1 and set(listed[0].split(": ", 1)[1].split(", ")) == expected
+    serve_head = _head(find(renders[overlay], "RayService"))
+    env, _ = k8s.pod_environment(serve_head, renders[overlay])
+    assert "PLACEHOLDER" not in env["SOCIALALIGN_SERVE_TOKEN"] and len(env["SOCIALALIGN_SERVE_TOKEN"]) >= 12
 
 
 def test_dev_is_cpu_only_small_and_one_node(renders) -> None:
@@ -197,6 +220,144 @@ def test_dev_crawl_reads_the_simulator_it_deploys(renders) -> None:
     assert crawl.end >= f"{max(t.end for t in topics).astimezone(BEIJING):%Y-%m-%d}"
     assert secret_values(objects)["weibo-cookies"].split("\n")[:2] == simulator.new_cookies(int(options["--cookies"]))
     assert {str(url) for url in crawl.endpoints.model_dump().values()} == {"http://socialalign-weibo-simulator:8765"}
+
+
+# --- a compromised pod stays small --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_every_pod_template_drops_its_privileges(renders, overlay: str) -> None:
+    assert k8s.check_pod_security(renders[overlay]) == []
+    templates = [(o, spec) for o in renders[overlay] for _, spec, _ in k8s.pod_templates(o)]
+    assert {o["kind"] for o, _ in templates} >= {"RayJob", "RayService", "Deployment", "StatefulSet"}
+    for obj, spec in templates:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}, obj["metadata"]
+        for container in spec["containers"]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
+    # Every RayJob names its submitter pod (KubeRay's default one has no securityContext).
+    assert all(o["spec"].get("submitterPodTemplate") for o in renders[overlay] if o["kind"] == "RayJob")
+
+
+def test_the_dev_simulator_and_setup_job_drop_their_privileges_too(renders) -> None:
+    for kind, name in (("Deployment", "socialalign-weibo-simulator"), ("Job", "socialalign-tiny-model")):
+        spec = find(renders["dev"], kind, name)["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_serve_pods_read_shared_storage_and_expose_only_a_population_folder(renders, overlay: str) -> None:
+    assert k8s.check_read_only_serving(renders[overlay]) == []
+    serve = find(renders[overlay], "RayService")
+    for _, spec, _ in k8s.pod_templates(serve):
+        claims = {v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+        assert claims == {"data", "models"}
+        assert all(v["persistentVolumeClaim"]["readOnly"] for v in spec["volumes"] if v["name"] in claims)
+        mounts = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] in claims]
+        assert mounts and all(m["readOnly"] is True for m in mounts)
+    config = yaml.safe_load(stage_config(renders[overlay], "serve.yaml"))
+    assert config["population_dir"] == "/data/populations"  # not the whole of /data: only the tables to expose
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_redis_asks_for_a_password_and_admits_only_the_crawl(renders, overlay: str) -> None:
+    objects = renders[overlay]
+    assert k8s.check_redis(objects) == []
+    policy = find(objects, "NetworkPolicy", "socialalign-redis")["spec"]
+    admitted = [(o["metadata"]["name"], where) for o in objects for where, _, meta in k8s.pod_templates(o)
+                if any(peer["podSelector"]["matchLabels"].items() <= ((meta or {}).get("labels") or {}).items()
+                       for rule in policy["ingress"] for peer in rule["from"])]
+    crawl_groups = ["headGroupSpec.template: "] + ([] if overlay == "dev" else ["worker group cpu: "])
+    assert admitted == [("socialalign-crawl", where) for where in crawl_groups]
+    redis = find(objects, "StatefulSet", "socialalign-redis")["spec"]["template"]["spec"]["containers"][0]
+    args = " ".join(redis["args"])
+    assert "requirepass" in args and "protected-mode" not in args
+
+
+def test_the_manifests_redis_command_runs_a_redis_that_wants_the_password(renders, tmp_path: Path) -> None:
+    """The dev render's Redis container command, run by sh as the pod runs it (its two paths and the
+    port moved onto this machine): a client without the password is refused, the Secret's
+    redis-url gets in, and the password is on no process's command line."""
+    import redis
+
+    from tests.conftest import free_port
+
+    server_binary = shutil.which("redis-server")
+    if server_binary is None:
+        pytest.skip("redis-server is not installed")
+    objects = renders["dev"]
+    container = find(objects, "StatefulSet", "socialalign-redis")["spec"]["template"]["spec"]["containers"][0]
+    env, _ = k8s.pod_environment(container, objects)
+    port = free_port()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "data").mkdir()
+    script = container["args"][0].replace("/run/redis", str(tmp_path / "run"))
+    script = script.replace("--dir /data", f"--dir {tmp_path / 'data'}")
+    script += f" --port {port} --bind 127.0.0.1"
+    assert container["command"] == ["sh", "-c"]
+    bin_dir = Path(server_binary).parent
+    server = subprocess.Popen(["sh", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        anonymous = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                anonymous.ping()
+                raise AssertionError("Redis answered a client without the password")
+            except redis.AuthenticationError:
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        url = secret_values(objects)["redis-url"].replace("socialalign-redis:6379", f"127.0.0.1:{port}")
+        assert redis.Redis.from_url(url, socket_timeout=5).ping()
+        password = secret_values(objects)["redis-password"]
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+        assert "redis-server" in cmdline and password not in cmdline
+        assert oct((tmp_path / "run" / "auth.conf").stat().st_mode & 0o777) == "0o600"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_pod_may_keep_a_writable_root_only_saying_why(renders) -> None:
+    objects = copy.deepcopy(renders["gpu"])
+    toolbox = find(objects, "Deployment", "socialalign-toolbox")["spec"]["template"]
+    toolbox["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    assert any("readOnlyRootFilesystem must be true" in p for p in k8s.check_pod_security(objects))
+    toolbox["metadata"]["annotations"] = {k8s.WRITABLE_ROOT: "operators pip install tools here"}
+    assert k8s.check_pod_security(objects) == []
+
+
+def test_the_cli_fails_an_overlay_that_drops_the_security_context(tmp_path: Path, crd_dir: Path, capsys) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(REPO / 'k8s' / 'overlays' / 'dev', tmp_path)}]\n"
+        "patches:\n"
+        "  - path: simulator.yaml\n    target: {kind: Deployment, name: socialalign-weibo-simulator}\n"
+        "  - path: crawl.yaml\n    target: {kind: RayJob, name: socialalign-crawl}\n"
+        "  - path: serve.yaml\n    target: {kind: RayService}\n")
+    (tmp_path / "simulator.yaml").write_text(
+        "- {op: remove, path: /spec/template/spec/securityContext}\n"
+        "- {op: remove, path: /spec/template/spec/containers/0/securityContext}\n")
+    (tmp_path / "crawl.yaml").write_text(
+        "- {op: replace, path: /spec/rayClusterSpec/headGroupSpec/template/spec/containers/0/securityContext/"
+        "allowPrivilegeEscalation, value: true}\n"
+        "- {op: remove, path: /spec/submitterPodTemplate}\n")
+    (tmp_path / "serve.yaml").write_text(
+        "- {op: remove, path: /spec/rayClusterConfig/headGroupSpec/template/spec/containers/0/volumeMounts/2/"
+        "readOnly}\n")
+    assert k8s.main([str(tmp_path), "--crds", str(crd_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "Deployment/socialalign-weibo-simulator: container simulator: securityContext.runAsNonRoot must be " \
+           "true" in out
+    assert "RayJob/socialalign-crawl: headGroupSpec.template: container ray-head: securityContext." \
+           "allowPrivilegeEscalation must be false" in out
+    assert "RayJob/socialalign-crawl: no submitterPodTemplate" in out
+    assert "RayService/socialalign-serve: headGroupSpec.template: container ray-head: /data (volume data) must be " \
+           "mounted readOnly" in out
 
 
 # --- the guide's deploy steps fit the tree ------------------------------------------------------
@@ -356,6 +517,68 @@ def _unpinned_image(objects):
     _head(_job(objects, "crawl"))["image"] = "ghcr.io/your-org/socialalign"
 
 
+def _toolbox_as_root(objects):
+    find(objects, "Deployment", "socialalign-toolbox")["spec"]["template"]["spec"]["securityContext"] = {
+        "runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _capabilities_kept(objects):
+    del _head(_job(objects, "train"))["securityContext"]["capabilities"]
+
+
+def _privileged_worker(objects):
+    worker = _job(objects, "train")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    worker["containers"][0]["securityContext"]["privileged"] = True
+
+
+def _no_seccomp(objects):
+    redis = find(objects, "StatefulSet", "socialalign-redis")["spec"]["template"]["spec"]
+    del redis["securityContext"]["seccompProfile"]
+
+
+def _host_network(objects):
+    find(objects, "Deployment", "socialalign-toolbox")["spec"]["template"]["spec"]["hostNetwork"] = True
+
+
+def _default_submitter(objects):
+    del _job(objects, "evaluate")["spec"]["submitterPodTemplate"]
+
+
+def _serve_writes_data(objects):
+    worker = k8s.cluster_spec(find(objects, "RayService"))["workerGroupSpecs"][0]["template"]["spec"]
+    worker["containers"][0]["volumeMounts"] = [{**m, "readOnly": False} if m["name"] == "data" else m
+                                               for m in worker["containers"][0]["volumeMounts"]]
+
+
+def _redis_without_password(objects):
+    redis = find(objects, "StatefulSet", "socialalign-redis")["spec"]["template"]["spec"]["containers"][0]
+    redis["command"] = None
+    redis["args"] = ["--appendonly", "yes", "--save", "", "--dir", "/data", "--protected-mode", "no"]
+
+
+def _redis_url_without_password(objects):
+    secret = find(objects, "Secret")
+    secret["data"]["redis-url"] = base64.b64encode(b"redis://socialalign-redis:6379/0").decode()
+
+
+def _redis_open_to_the_namespace(objects):
+    find(objects, "NetworkPolicy", "socialalign-redis")["spec"]["ingress"][0]["from"] = [{"podSelector": {}}]
+
+
+def _redis_without_network_policy(objects):
+    objects.remove(find(objects, "NetworkPolicy", "socialalign-redis"))
+
+
+def _toolbox_admitted_to_redis(objects):
+    labels = find(objects, "Deployment", "socialalign-toolbox")["spec"]["template"]["metadata"]["labels"]
+    labels["socialalign.io/redis-client"] = "true"
+
+
+def _crawl_worker_not_admitted(objects):
+    worker = _job(objects, "crawl")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]
+    del worker["metadata"]["labels"]["socialalign.io/redis-client"]
+
+
 BROKEN = {
     # (how to break the gpu render, which check, what it must say)
     "type error in a RayJob": (
@@ -385,6 +608,25 @@ BROKEN = {
     "worker group without maxReplicas": (
         _worker_group_without_bounds, "kuberay_rules", "set minReplicas and maxReplicas"),
     "image without a tag": (_unpinned_image, "stages", "has no pinned tag"),
+    "pod running as root": (_toolbox_as_root, "security", "container toolbox: securityContext.runAsUser is 0"),
+    "capabilities kept": (_capabilities_kept, "security", "capabilities.drop must include ALL"),
+    "privileged container": (_privileged_worker, "security", "privileged must not be true"),
+    "no seccomp profile": (_no_seccomp, "security", "container redis: securityContext.seccompProfile.type"),
+    "host network": (_host_network, "security", "hostNetwork: the pod must not share the host's network"),
+    "default submitter pod": (_default_submitter, "security", "RayJob/socialalign-evaluate: no submitterPodTemplate"),
+    "Serve writes /data": (_serve_writes_data, "serving", "worker group gpu: container ray-worker: /data (volume data) "
+                           "must be mounted readOnly"),
+    "Redis without a password": (_redis_without_password, "redis", "Redis runs without a password"),
+    "Redis URL without the password": (
+        _redis_url_without_password, "redis", "SOCIALALIGN_REDIS_URL names Redis (socialalign-redis) without the "
+        "password"),
+    "Redis open to the namespace": (_redis_open_to_the_namespace, "redis", "admits every pod of the namespace"),
+    "Redis without a NetworkPolicy": (_redis_without_network_policy, "redis", "no NetworkPolicy selects the Redis pod"),
+    "Redis admits a pod that does not use it": (
+        _toolbox_admitted_to_redis, "redis",
+        "Deployment/socialalign-toolbox: is admitted to Redis but gets no Redis URL"),
+    "Redis does not admit a crawl worker": (
+        _crawl_worker_not_admitted, "redis", "worker group cpu: gets the Redis URL but no NetworkPolicy admits it"),
 }
 
 
@@ -394,7 +636,9 @@ def _run(check: str, objects: list[dict[str, Any]], crd_schemas: dict[str, Any])
                   "core_schema": k8s.check_core_schema}
     if check in per_object:
         return [p for o in objects for p in per_object[check](o)]
-    return {"references": k8s.check_references, "stages": k8s.check_stages, "serve": k8s.check_serve}[check](objects)
+    return {"references": k8s.check_references, "stages": k8s.check_stages, "serve": k8s.check_serve,
+            "security": k8s.check_pod_security, "serving": k8s.check_read_only_serving,
+            "redis": k8s.check_redis}[check](objects)
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
