@@ -240,6 +240,19 @@ def test_every_pod_template_drops_its_privileges(renders, overlay: str) -> None:
     assert all(o["spec"].get("submitterPodTemplate") for o in renders[overlay] if o["kind"] == "RayJob")
 
 
+def test_workers_that_call_an_llm_read_its_key_from_their_own_environment(renders) -> None:
+    """Persona workers (build-dataset) and the LLM judge (evaluate) read the key where they run: every
+    Ray container of those clusters gets it from the Secret, never through task or actor arguments."""
+    for stage in ("build-dataset", "evaluate"):
+        cluster = k8s.cluster_spec(_job(renders["gpu"], stage))
+        containers = [g["template"]["spec"]["containers"][0]
+                      for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]]
+        assert len(containers) == 2
+        for container in containers:
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", [])}
+            assert refs["SOCIALALIGN_LLM_API_KEY"]["key"] == "llm-api-key", (stage, container["name"])
+
+
 def test_the_dev_simulator_and_setup_job_drop_their_privileges_too(renders) -> None:
     for kind, name in (("Deployment", "socialalign-weibo-simulator"), ("Job", "socialalign-tiny-model")):
         spec = find(renders["dev"], kind, name)["spec"]["template"]["spec"]
