@@ -16,6 +16,7 @@ from crawl_actors.simulator.corpus import BEIJING
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     config = SimulatorConfig(seed=args.seed, num_users=args.users, num_topics=args.topics, search_layout=args.layout,
+                             timeline_paging=args.timeline_paging,
                              history_posts=tuple(args.history), hot_topic_posts=args.hot_topic_posts,
                              topic_posts=args.topic_posts, host=args.host, port=args.port, fault_rate=args.fault_rate)
     config.rates = unlimited_rates() if args.unlimited else args.rates
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hot-topic-posts", type=int, default=SimulatorConfig.hot_topic_posts)
     parser.add_argument("--topic-posts", type=int, default=SimulatorConfig.topic_posts, help="each other topic")
     parser.add_argument("--layout", choices=("current", "2020"), default="current", help="search page layout")
+    parser.add_argument("--timeline-paging", choices=("since_id", "page"), default="since_id",
+                        help="how a timeline page names the next one: since_id (newer Weibo) or page number and total")
     limits = parser.add_mutually_exclusive_group()
     limits.add_argument("--rates", type=_rates, default=weibo_limits(),
                         help="per-cookie limits, e.g. search=20:2,mobile=40:4 (rate:burst; Weibo's paces otherwise)")

@@ -9,6 +9,7 @@ from crawl_actors.config import HOSTS, RateLimit
 
 FAULT_KINDS = ("malformed_html", "malformed_json", "http_500", "http_502", "http_503", "slow", "truncated")
 LAYOUTS = ("current", "2020")
+TIMELINE_PAGING = ("since_id", "page")
 
 
 def weibo_limits() -> dict[str, RateLimit]:
@@ -39,6 +40,7 @@ class SimulatorConfig:
     hot_topic_posts: int = 1200
     topic_posts: int = 150  # each other topic
     search_layout: str = "current"  # current | 2020
+    timeline_paging: str = "since_id"  # since_id (newer responses) | page (page numbers and total, 2019-2021)
     now: datetime | None = None  # the simulator's clock (frozen); None: the real time, moving
     rates: dict[str, RateLimit] = field(default_factory=weibo_limits)
     flood_rps: float = 10.0  # a violating cookie above this many requests/s gets 414 instead of 418
@@ -62,6 +64,7 @@ class SimulatorConfig:
             (0 <= low <= high, "history_posts must be (low, high) with 0 <= low <= high"),
             (self.hot_topic_posts >= 1 and self.topic_posts >= 1, "topic post counts must be >= 1"),
             (self.search_layout in LAYOUTS, f"search_layout must be one of {LAYOUTS}"),
+            (self.timeline_paging in TIMELINE_PAGING, f"timeline_paging must be one of {TIMELINE_PAGING}"),
             (set(self.rates) == set(HOSTS), f"rates must name exactly {HOSTS}"),
             (self.flood_rps > 0, "flood_rps must be > 0"),
             (self.jitter_s >= 0, "jitter_s must be >= 0"),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from crawl_actors.parsers import clean_text
-from crawl_actors.regions import PROVINCES, city_name, province_name
+from crawl_actors.regions import city_codes, city_name, province_codes, province_name
 from crawl_actors.simulator import lexicon as lex
 from crawl_actors.simulator.config import SimulatorConfig
 
@@ -34,22 +34,28 @@ HISTORY_END = datetime(2025, 10, 1, tzinfo=BEIJING)
 TOPICS_START = datetime(2025, 10, 6, tzinfo=BEIJING)
 HOT_DAYS, TOPIC_DAYS, TOPIC_SPACING_DAYS = 3, 2, 4
 HOT_PEAK = timedelta(hours=20)  # the hot topic's peak hour starts 20:00 on its first day
-HOT_PEAK_PROVINCE = 11  # 北京: four cities, so the peak splits into four city slices
+HOT_PEAK_PROVINCE = 11  # 北京: 18 district codes, so the peak splits into 18 city slices
 HOT_PEAK_SHARE = 0.88  # of the peak hour, in that province: 528 of the default 600, past Weibo's 500-post cap
 LONG_TEXT_CHARS = 140
 PREVIEW_CHARS = 100
 MAX_SLICE_POSTS = 300  # every (hour, city) search slice stays under 30 of Weibo's 50 pages
 PIC_HOSTS = ("wx1", "wx2", "wx3", "wx4")
+LIST_PICS = 9  # a timeline or search card shows at most 9 pictures; the detail page has them all
+# Where users live and post from: every province of Weibo's table that has cities (not 其他).
+HOME_PROVINCES = tuple(code for code in province_codes() if city_codes(code))
+MEDIA_CARDS = {"video_card": "视频", "live_card": "直播"}
 
 
 @dataclass(frozen=True)
 class Segment:
-    kind: str  # text | topic | at | emoji | link | newline
-    value: str = ""
+    kind: str  # text | topic | at | emoji | link | newline | video_card | live_card
+    value: str = ""  # a card's value is the name it is labelled with: '<value>的微博视频'
     url: str = ""
 
     @property
     def plain(self) -> str:
+        if self.kind in MEDIA_CARDS:
+            return ""  # a video/live card is markup Weibo adds, not text: a perfect parser drops it
         if self.kind == "topic":
             return f"#{self.value}#"
         if self.kind == "at":
@@ -183,6 +189,9 @@ class _Builder:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
+        # Draws for the shapes added later (media cards, more than 9 pictures) come from their own
+        # generator, so that a seed still gives the same users, texts and times as before.
+        self.extra = random.Random(f"extras:{config.seed}")
         self.users: dict[str, User] = {}
         self.posts: dict[str, Post] = {}
         self.mids: set[str] = set()
@@ -207,7 +216,7 @@ class _Builder:
     def _user(self) -> User:
         rng = self.rng
         uid = self._unique_uid()
-        province, city = self._random_region(list(PROVINCES))
+        province, city = self._random_region(list(HOME_PROVINCES))
         badge, verified_type, reason = self._verification()
         followers = int(10 ** rng.uniform(4.0, 7.3)) if badge != "普通用户" else int(10 ** rng.uniform(0.5, 5.6))
         name = self._screen_name(organisation=badge == "蓝V")
@@ -316,15 +325,15 @@ class _Builder:
     def _peak_region(self, home: bool) -> tuple[int, int]:
         if home:
             return self._random_region([HOT_PEAK_PROVINCE])
-        return self._random_region([code for code in PROVINCES if code != HOT_PEAK_PROVINCE])
+        return self._random_region([code for code in HOME_PROVINCES if code != HOT_PEAK_PROVINCE])
 
     def _region_of(self, user: User) -> tuple[int, int]:
         """Where a user posts from: home mostly, anywhere sometimes."""
-        return (user.province, user.city) if self.rng.random() < 0.8 else self._random_region(list(PROVINCES))
+        return (user.province, user.city) if self.rng.random() < 0.8 else self._random_region(list(HOME_PROVINCES))
 
     def _random_region(self, provinces: list[int]) -> tuple[int, int]:
         province = self.rng.choice(provinces)
-        return province, self.rng.randint(1, len(PROVINCES[province][1]))
+        return province, self.rng.choice(city_codes(province))
 
     def _topic_post(self, topic: Topic, user: User, moment: datetime, region: tuple[int, int]) -> Post:
         segments = self._compose(user, topic.category, subjects=topic.aspects, facts=topic.facts)
@@ -450,6 +459,8 @@ class _Builder:
         rng = self.rng
         mid = self._unique_mid(moment)
         pics, video = self._media() if media else ((), None)
+        if media:
+            segments = segments + self._media_card(user, video is not None)
         likes = int(user.followers_count * 10 ** rng.uniform(-3.2, -0.6)) if rng.random() < 0.9 else 0
         source = user.device if rng.random() < 0.85 else (rng.choice(lex.DEVICES) if rng.random() < 0.6 else None)
         post = Post(
@@ -469,17 +480,36 @@ class _Builder:
         return mid
 
     def _media(self) -> tuple[tuple[str, ...], str | None]:
-        """Up to 9 pictures (so no post needs the detail page for its pictures), or a video, or neither."""
+        """Pictures (up to 9; a few posts more, which lists show 9 of), or a video, or neither."""
         roll = self.rng.random()
         if roll < 0.3:
-            return tuple(self._pic() for _ in range(self.rng.randint(1, 9))), None
+            pics = tuple(self._pic() for _ in range(self.rng.randint(1, 9)))
+            if len(pics) == LIST_PICS and self.extra.random() < 0.3:
+                pics += tuple(self._extra_pic() for _ in range(self.extra.randint(1, 9)))
+            return pics, None
         if roll < 0.36:
             query = "label=mp4_ld&template=852x480.25.0&ori=0&KID=unistore,video"
             return (), f"https://f.video.weibocdn.com/o0/{self._token(24)}.mp4?{query}"
         return (), None
 
+    def _media_card(self, user: User, video: bool) -> list[Segment]:
+        """The card Weibo appends to a post with a video (often) or a live stream (rarely), labelled
+        '<name>的微博视频' / '的微博直播'; sometimes the user's own words say much the same just before it."""
+        extra = self.extra
+        kind = "video_card" if video and extra.random() < 0.7 else "live_card" if extra.random() < 0.02 else None
+        if kind is None:
+            return []
+        name = user.screen_name if extra.random() < 0.8 else extra.choice(list(self.users.values())).screen_name
+        card = [Segment("text", " "), Segment(kind, name)]
+        if extra.random() < 0.3:  # words a regex on '的微博直播' would wrongly eat
+            card.insert(0, Segment("text", f"今天看了{MEDIA_CARDS[kind]}太开心了{name}的微博{MEDIA_CARDS[kind]}"))
+        return card
+
     def _pic(self) -> str:
         return f"https://{self.rng.choice(PIC_HOSTS)}.sinaimg.cn/large/{self._token(32)}.jpg"
+
+    def _extra_pic(self) -> str:
+        return f"https://{self.extra.choice(PIC_HOSTS)}.sinaimg.cn/large/{self.extra.getrandbits(128):032x}.jpg"
 
     def _token(self, size: int) -> str:
         return f"{self.rng.getrandbits(4 * size):0{size}x}"

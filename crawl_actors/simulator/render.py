@@ -26,7 +26,16 @@ from html import escape
 from urllib.parse import quote, urlencode
 
 from crawl_actors.regions import province_name
-from crawl_actors.simulator.corpus import BEIJING, Corpus, Post, Segment, User, preview_segments
+from crawl_actors.simulator.corpus import (
+    BEIJING,
+    LIST_PICS,
+    MEDIA_CARDS,
+    Corpus,
+    Post,
+    Segment,
+    User,
+    preview_segments,
+)
 
 SEARCH_PAGE_SIZE = 10
 MAX_SEARCH_PAGES = 50
@@ -105,6 +114,10 @@ def _token(*parts: str, size: int = 8) -> str:
 
 def _search_segment(segment: Segment, highlight: str | None) -> str:
     value = escape(segment.value, quote=False)
+    if segment.kind in MEDIA_CARDS:  # as on s.weibo.com (2020 fixture): the video glyph 'L', then the label
+        label = f"{value}的微博{MEDIA_CARDS[segment.kind]}"
+        href = f"http://t.cn/{_token(segment.kind, segment.value)}"
+        return f'<a href="{href}" target="_blank"><i class="wbicon">L</i>{label}</a>'
     if segment.kind == "topic":
         label = f'<em class="s-color-red">{value}</em>' if segment.value == highlight else value
         href = f"https://s.weibo.com/weibo?q={quote('#' + segment.value + '#')}"
@@ -126,8 +139,17 @@ def _search_segment(segment: Segment, highlight: str | None) -> str:
 _WEB_ICON = "https://h5.sinaimg.cn/upload/2015/09/25/3/timeline_card_small_web_default.png"
 
 
+_CARD_ICONS = {"video_card": "timeline_card_small_video_default.png",  # as in the detail fixture
+               "live_card": "timeline_card_small_live_default.png"}  # our guess, after the video one
+
+
 def _mobile_segment(segment: Segment) -> str:
     value = escape(segment.value, quote=False)
+    if segment.kind in MEDIA_CARDS:
+        icon = f"https://h5.sinaimg.cn/upload/2015/09/25/3/{_CARD_ICONS[segment.kind]}"
+        href = f"https://video.weibo.com/show?fid=1034:{_token(segment.kind, segment.value, size=16)}"
+        return (f'<a  href="{href}" data-hide=""><span class=\'url-icon\'><img style=\'width: 1rem;height: 1rem\' '
+                f"src='{icon}'></span><span class=\"surl-text\">{value}的微博{MEDIA_CARDS[segment.kind]}</span></a>")
     if segment.kind == "topic":
         query = quote(quote("#" + segment.value + "#", safe=""), safe="")
         href = f"https://m.weibo.cn/search?containerid=231522type%3D1%26t%3D10%26q%3D{query}&amp;isnewpage=1"
@@ -327,11 +349,11 @@ def _texts(post: Post, highlight: str | None, post_href: str, layout: str) -> tu
 
 
 def _media(post: Post, thumb: str) -> str:
-    if post.pics:
+    if post.pics:  # a card shows the first 9 pictures
         items = "".join(
             f'<li><img src="{pic.replace("https:", "", 1).replace("/large/", f"/{thumb}/", 1)}" '
             f'action-type="fl_pics" action-data="uid={post.uid}&amp;pic_id={_pid(pic)}"></li>'
-            for pic in post.pics
+            for pic in post.pics[:LIST_PICS]
         )
         kind = "m1" if len(post.pics) == 1 else "m3"
         return (f'<div node-type="feed_list_media_prev">\n<div class="media media-piclist" node-type="fl_pic_list" '
@@ -419,13 +441,16 @@ def details_json(user: User) -> dict:
 
 
 def mblog_json(corpus: Corpus, post: Post, *, full_text: bool = False) -> dict:
+    """The mblog as a list shows it (text cut when long, at most 9 pictures of `pic_num`); `full_text`:
+    as the detail page shows it, whole, with every picture."""
     user = corpus.users[post.uid]
+    pics = post.pics if full_text else post.pics[:LIST_PICS]
     mblog = {
         "visible": {"type": 0, "list_id": 0}, "created_at": mblog_time(post.created_at),
         "id": post.mid, "mid": post.mid, "can_edit": False, "show_additional_indication": 0,
         "text": mobile_text(post, full=full_text), "textLength": len(post.text.encode("gbk", "replace")),
         "source": post.source or "", "favorited": False,
-        "pic_ids": [_pid(pic) for pic in post.pics], "pic_types": "",
+        "pic_ids": [_pid(pic) for pic in pics], "pic_types": "",
         "is_paid": False, "mblog_vip_type": 0, "user": _user_brief(user),
         "reposts_count": post.reposts_count, "comments_count": post.comments_count,
         "attitudes_count": post.attitudes_count, "pending_approval_count": 0, "isLongText": post.is_long,
@@ -433,9 +458,9 @@ def mblog_json(corpus: Corpus, post: Post, *, full_text: bool = False) -> dict:
     }
     if post.is_pinned:
         mblog["isTop"] = 1
-    if post.pics:
-        mblog["thumbnail_pic"] = post.pics[0].replace("/large/", "/thumbnail/")
-        mblog["pics"] = [_pic_json(pic) for pic in post.pics]
+    if pics:
+        mblog["thumbnail_pic"] = pics[0].replace("/large/", "/thumbnail/")
+        mblog["pics"] = [_pic_json(pic) for pic in pics]
     if post.video_url:
         mblog["page_info"] = _video_json(post)
     if post.retweet_of:
@@ -459,8 +484,12 @@ def _video_json(post: Post) -> dict:
             "urls": {"mp4_hd_mp4": url.replace("mp4_ld", "mp4_hd"), "mp4_ld_mp4": url}}
 
 
-def timeline_json(corpus: Corpus, uid: str, containerid: str, start: int, next_page: int | None) -> dict:
-    """The timeline cards from index `start`; since_id (the next card's mid) only when more follow."""
+def timeline_json(corpus: Corpus, uid: str, containerid: str, start: int, paging: str, page: int) -> dict:
+    """The timeline cards from index `start`, and how to ask for the next page, one of Weibo's two ways:
+    'since_id' (newer responses): cardlistInfo.since_id, the next card's mid, only while more follow;
+    'page' (responses saved 2019-2021, e.g. nonebot-bison's weibo_ys_list_0.json): cardlistInfo.page,
+    the next page's number, on every page including the last, and no since_id: only `total` (or an
+    empty page) says where the list ends."""
     mids = corpus.timelines[uid]
     shown = mids[start : start + TIMELINE_PAGE_SIZE]
     cards = [{"card_type": 9, "itemid": f"{containerid}_-_{mid}",
@@ -470,10 +499,10 @@ def timeline_json(corpus: Corpus, uid: str, containerid: str, start: int, next_p
         cards.insert(0, {"card_type": 58, "show_type": 0, "desc": f"全部微博（{len(mids)}）"})
     info: dict = {"containerid": containerid, "v_p": 42, "show_style": 1, "total": len(mids)}
     following = start + TIMELINE_PAGE_SIZE
-    if following < len(mids):
+    if paging == "page":
+        info["page"] = page + 1
+    elif following < len(mids):
         info["since_id"] = int(mids[following])
-        if next_page is not None:
-            info["page"] = next_page
     return {"ok": 1, "data": {"cardlistInfo": info, "cards": cards,
                               "scheme": f"sinaweibo://cardlist?containerid={containerid}", "showAppTips": 0}}
 

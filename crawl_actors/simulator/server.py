@@ -6,7 +6,8 @@
                                                  hours; '#x#' finds posts with that hashtag, a plain keyword the
                                                  posts whose text contains it (a topic's name: its posts)
     GET /api/container/getIndex?containerid=100505<uid> | 230283<uid>_-_INFO | 107603<uid> | 230413<uid>
-              [&page=N | &since_id=MID]          profile, details, timeline (m.weibo.cn), JSON
+              [&page=N | &since_id=MID]          profile, details, timeline (m.weibo.cn), JSON; the timeline names
+                                                 its next page by since_id or by page number (timeline_paging)
     GET /detail/<mid>, GET /statuses/extend?id=<mid>   long text (m.weibo.cn)
     GET /ajax/statuses/show?id=<bid>             IP region (weibo.com), JSON
     GET /web/other/ai/blogs2?dt=<ts>&query=<q>[&page=N]  AI search, JSON
@@ -411,16 +412,19 @@ class WeiboSimulator:
         return self._json(render.NOTHING_HERE)
 
     def _timeline(self, containerid: str, uid: str, request: web.Request) -> dict:
+        """Either way of asking is answered (since_id or page); the reply names the next page the
+        configured way (`timeline_paging`)."""
         mids = self.corpus.timelines[uid]
         since_id = request.query.get("since_id")
         if since_id:
-            start, next_page = (mids.index(since_id) if since_id in mids else len(mids)), None
+            start = mids.index(since_id) if since_id in mids else len(mids)
+            page = start // render.TIMELINE_PAGE_SIZE + 1
         else:
             page = _int(request.query.get("page"), 1)
-            start, next_page = (page - 1) * render.TIMELINE_PAGE_SIZE, page + 1
+            start = (page - 1) * render.TIMELINE_PAGE_SIZE
         if start >= len(mids) or start < 0:
             return render.NOTHING_HERE
-        return render.timeline_json(self.corpus, uid, containerid, start, next_page)
+        return render.timeline_json(self.corpus, uid, containerid, start, self.config.timeline_paging, page)
 
     async def _detail(self, request: web.Request) -> web.Response:
         post = self.corpus.posts.get(request.match_info["mid"])

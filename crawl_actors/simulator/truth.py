@@ -5,12 +5,14 @@ Rows carry the field names of `cluster/schemas.py` without `crawled_at`:
 - topics: every crawl topic, `source` 'ai_search', `news` the AI-search summary.
 - posts: every post the search finds for a topic, keyed (query, mid); `query` is the topic without
   '#', `found_by` 'search' (AI search only cites posts that search also finds). Counts are what
-  the card shows (1.5万 -> 15000, 100万+ -> 1000000); `region` is the province of the region endpoint.
+  the card shows (1.5万 -> 15000, 100万+ -> 1000000); `region` is the province of the region endpoint;
+  `pics` the (at most 9) pictures the card shows.
 - users: the authors of those posts, profile and details merged (details a user hides are None).
 - history: each such user's timeline in served order (pinned first), long posts with their full
   text. Limits apply as a crawler applies them: only pages 1..max_pages_per_user, then only posts
   created at or after `since` (an old pinned post is skipped, it does not end the timeline), then
-  the first max_posts_per_user of those.
+  the first max_posts_per_user of those. Every picture of a post with more than 9 (the timeline lists 9;
+  a crawler takes the rest from the detail page). Texts never hold video/live cards (markup, not text).
 - traits: each user's latent traits (not a crawl table; for checking what later stages learn).
 """
 
@@ -20,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from crawl_actors.regions import province_name
-from crawl_actors.simulator.corpus import Corpus, Post, User
+from crawl_actors.simulator.corpus import LIST_PICS, Corpus, Post, User
 from crawl_actors.simulator.render import TIMELINE_PAGE_SIZE, shown_search_count, shown_wan
 
 DETAIL_FIELDS = ("birthday", "location", "education", "company", "registered", "sunshine_credit", "ip_region")
@@ -50,7 +52,8 @@ def _post_row(corpus: Corpus, post: Post, query: str) -> dict[str, Any]:
         "reposts_count": shown_search_count(post.reposts_count),
         "comments_count": shown_search_count(post.comments_count),
         "attitudes_count": shown_search_count(post.attitudes_count),
-        "pics": list(post.pics), "video_url": post.video_url, "retweet_id": None, "user_verified": user.badge,
+        "pics": list(post.pics[:LIST_PICS]), "video_url": post.video_url, "retweet_id": None,
+        "user_verified": user.badge,
         "region": province_name(post.province), "query": query, "found_by": "search",
     }
 

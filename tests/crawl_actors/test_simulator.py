@@ -23,7 +23,7 @@ import pytest
 
 from cluster.schemas import HISTORY, POSTS, TOPICS, USERS
 from crawl_actors import parsers
-from crawl_actors.regions import PROVINCES
+from crawl_actors.regions import PROVINCES, city_codes
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator, cookie_hash, unlimited_rates
 from crawl_actors.simulator.lexicon import NEGATIVE_WORDS, POSITIVE_WORDS
 
@@ -207,7 +207,7 @@ def test_hot_topic_needs_slicing_down_to_cities(sim, truth, cookie) -> None:
              for reply in (whole, last, beyond, peak_all, peak_beijing)]
     assert [page.page_count for page in pages] == [50, 50, 0, 50, 50]
     assert pages[0].next_url and pages[1].next_url is None and len(pages[1].posts) == 10 and pages[2].empty
-    cities = crawl_searches([search_url(sim, hot.name, peak, region=f"11:{city}") for city in range(1, 5)], cookie)
+    cities = crawl_searches([search_url(sim, hot.name, peak, region=f"11:{city}") for city in city_codes(11)], cookie)
     assert all(len(city) < 30 for city in cities)
     in_peak = [row for row in truth["posts"] if row["query"] == hot.name
                and peak_start <= row["created_at"] < peak_start + timedelta(hours=1)]
@@ -266,8 +266,13 @@ def crawl_timelines(sim: WeiboSimulator, cookie: str, uids: list[str], by_since_
                 if post["mid"] in page.needs_long_text:
                     full = await _long_text(session, sim, post["mid"])
                     post.update(text=full.text, topics=full.topics, at_users=full.at_users)
+                if post["mid"] in page.needs_pictures:  # the list shows 9 pictures, the detail page all
+                    detail = await _get(session, f"{sim.base_url}/detail/{post['mid']}")
+                    post.update(pics=parsers.parse_detail_page(detail.body, detail.url).pics)
             rows.extend(page.posts)
             page_number, since_id = page_number + 1, page.since_id
+            assert (page.since_id is None) == (sim.config.timeline_paging == "page" or len(rows) == page.total)
+            assert (page.next_page == page_number) == (sim.config.timeline_paging == "page")
             if by_since_id and since_id is None:
                 return rows
 
@@ -297,6 +302,9 @@ def test_timelines_round_trip(sim, truth, cookie) -> None:
         rows for uid, rows in zip(uids, expected, strict=True) if uid in pinned]
     for feature in ("is_pinned", "is_long_text", "retweet_id", "pics", "video_url", "at_users", "topics"):
         assert any(row[feature] for row in history), feature
+    assert any(len(row["pics"]) > 9 for row in history)
+    cards = [s for p in sim.corpus.posts.values() if p.uid in uids for s in p.segments if s.kind.endswith("_card")]
+    assert {s.kind for s in cards} == {"video_card", "live_card"}
     past_end = fetch([f"{sim.base_url}/api/container/getIndex?containerid=230413{uids[0]}&page=999"], cookie)[0]
     assert parsers.parse_timeline(past_end.body, past_end.url, NOW).end
 
@@ -380,7 +388,8 @@ def test_traits_shape_what_users_write(truth) -> None:
 
 def test_config_is_validated() -> None:
     for bad in ({"search_layout": "2019"}, {"num_topics": 9}, {"fault_kinds": ("fire",)}, {"history_posts": (5, 2)},
-                {"now": datetime(2025, 10, 7, tzinfo=timezone.utc)}, {"hot_topic_posts": 5000}):
+                {"now": datetime(2025, 10, 7, tzinfo=timezone.utc)}, {"hot_topic_posts": 14000},
+                {"timeline_paging": "cursor"}):
         with pytest.raises(ValueError, match="SimulatorConfig"):
             WeiboSimulator(SimulatorConfig(**{**TINY, **bad}))
 
@@ -580,3 +589,15 @@ def test_standalone_command_tells_programs_where_it_is_in_json() -> None:
     assert info["topics"][0]["hot"] and info["topics"][0]["query"] == f"#{info['topics'][0]['name']}#"
     assert datetime.fromisoformat(info["topics"][0]["start"]).utcoffset() == timedelta(hours=8)
     assert statuses == [200] * 5  # five at once: over Weibo's mobile limit (burst 2), within the one given
+
+
+def test_page_numbered_timelines_round_trip() -> None:
+    """The other paging style Weibo serves: cardlistInfo with page and total, no since_id (2019-2021)."""
+    sim = WeiboSimulator(SimulatorConfig(seed=3, num_users=6, history_posts=(15, 40), hot_topic_posts=40,
+                                         topic_posts=10, rates=unlimited_rates(), timeline_paging="page"))
+    with sim.running():
+        cookie = sim.new_cookies(1)[0]
+        rows = sim.ground_truth()["history"]
+        uids = list(dict.fromkeys(row["user_id"] for row in rows))
+        assert crawl_timelines(sim, cookie, uids, by_since_id=False) == [
+            [row for row in rows if row["user_id"] == uid] for uid in uids]
