@@ -91,6 +91,7 @@ class CookiePacing(StrictModel):
 
 
 _WEIBO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(-\d{1,2})?$")
+_UID = re.compile(r"\d{1,20}")
 
 
 class CrawlConfig(CookiePacing, StageConfig):
@@ -102,7 +103,10 @@ class CrawlConfig(CookiePacing, StageConfig):
     )
     user_ids: list[str] = Field(default_factory=list, description="users to crawl directly (profile, timeline)")
     start: str | None = Field(None, description="search range start, YYYY-MM-DD[-H], Beijing time")
-    end: str | None = Field(None, description="search range end (exclusive), YYYY-MM-DD[-H], Beijing time")
+    end: str | None = Field(
+        None, description="search range end, Beijing time: YYYY-MM-DD includes that whole day (as weibo-search's "
+        "END_DATE), YYYY-MM-DD-H ends where that hour begins (as Weibo's timescope)",
+    )
     sources: list[Literal["search", "ai_search"]] = Field(default_factory=lambda: ["search", "ai_search"])
     cookies: SecretStr | None = secret(
         "SOCIALALIGN_WEIBO_COOKIES", description="Weibo cookies, one per line (or use cookies_file)"
@@ -127,16 +131,45 @@ class CrawlConfig(CookiePacing, StageConfig):
     fetch_details: bool = True
     fetch_regions: bool = True
     fetch_long_text: bool = True
+    fetch_all_pictures: bool = Field(
+        True, description="a timeline post with more than 9 pictures lists 9: fetch its detail page for the rest"
+    )
     max_attempts: int = Field(5, ge=1, description="tries of a page that fails (bad body, network, odd status)")
     max_deferrals: int = Field(
         50, ge=1, description="retries of a page refused for reasons not its own (throttled, 5xx, its cookie died)"
     )
     request_timeout_s: float = Field(20.0, gt=0)
-    lease_s: float = Field(300.0, gt=0, description="a leased task returns to the queue after this long")
+    max_response_bytes: int = Field(
+        8 << 20, ge=1024, description="a larger response is not read: an error row names the limit, the crawl goes on"
+    )
+    lease_s: float = Field(
+        300.0, gt=0, description="a leased task returns to the queue after this long unless renewed (its worker renews "
+        "it while waiting for a cookie); must exceed request_timeout_s + flush_interval_s",
+    )
     split_at_pages: int = Field(46, ge=2, le=50, description="re-query finer when a search shows this many pages")
     flush_every_tasks: int = Field(50, ge=1, description="a crawl actor writes its rows after this many tasks")
     flush_interval_s: float = Field(5.0, ge=0, description="... or after this long, whichever comes first")
     idle_poll_s: float = Field(0.2, gt=0, description="how often an idle crawl actor asks for work")
+
+    @field_validator("user_ids")
+    @classmethod
+    def _numeric_uids(cls, value: list[str]) -> list[str]:
+        bad = [uid for uid in value if not _UID.fullmatch(uid)]
+        if bad:
+            raise ValueError(f"Weibo user ids are 1-20 digits, got {bad[:3]}")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_covers_a_fetch(self) -> CrawlConfig:
+        # After its last renewal a lease must outlast the request and the flush that marks the task done;
+        # otherwise another worker takes the task and the same page is fetched twice.
+        if self.lease_s <= self.request_timeout_s + self.flush_interval_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s:g}s) must exceed request_timeout_s ({self.request_timeout_s:g}s) + "
+                f"flush_interval_s ({self.flush_interval_s:g}s): a lease must cover a request and the flush after "
+                "it, or the same page is fetched twice"
+            )
+        return self
 
     @field_validator("start", "end")
     @classmethod

@@ -271,15 +271,28 @@ def _time_range(config: CrawlConfig) -> tuple[datetime | None, datetime | None]:
         return None, None
     if config.start is None or config.end is None:
         raise ConfigError("start, end: searching needs a time range (YYYY-MM-DD[-H], Beijing time)")
-    start, end = _weibo_time(config.start), _weibo_time(config.end)
-    if end <= start:
-        raise ConfigError(f"end: {config.end} is not after start {config.start}")
-    return start, end
+    return search_range(config.start, config.end)
+
+
+def search_range(start: str, end: str) -> tuple[datetime, datetime]:
+    """[from, until) of a configured range, Beijing time. A day names the whole day: `start` 2025-10-06
+    is its first moment, `end` 2025-10-08 its last (inclusive, as weibo-search's START_DATE/END_DATE). An
+    hour names the moment it begins: `end` 2025-10-08-20 stops there (exclusive, as Weibo's own timescope
+    custom:2025-10-06-0:2025-10-08-20)."""
+    since, until = _weibo_time(start), _weibo_time(end)
+    if len(end) == len("YYYY-MM-DD"):
+        until += timedelta(days=1)
+    if until <= since:
+        raise ConfigError(f"end: {end} is not after start {start} (a day is inclusive, an hour exclusive)")
+    return since, until
 
 
 def _weibo_time(text: str) -> datetime:
     day, hour = text[:10], text[11:]
-    moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BEIJING)
+    try:
+        moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=BEIJING)
+    except ValueError as error:
+        raise ConfigError(f"start, end: {text!r} is not a date ({error})") from None
     return moment + timedelta(hours=int(hour)) if hour else moment
 
 

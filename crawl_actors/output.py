@@ -46,6 +46,9 @@ STAGING: dict[str, pa.Schema] = {
     "user_details": USERS,
     "history": HISTORY,
     "long_texts": LONG_TEXTS,
+    # Every picture of a post with more than 9 (a timeline lists 9), from its detail page: history rows
+    # of which only user_id, mid, text and pics are filled; finalize takes their pics.
+    "pictures": HISTORY,
     "regions": REGIONS,
     "errors": ERRORS,
 }
@@ -128,7 +131,7 @@ def finalize(output_dir: str | os.PathLike[str]) -> FinalCounts:
         "topics": _final_topics(staged["topics"]),
         "posts": _final_posts(staged["posts"], staged["regions"]),
         "users": _final_users(staged["users"], staged["user_details"]),
-        "history": _final_history(staged["history"], staged["long_texts"]),
+        "history": _final_history(staged["history"], staged["long_texts"], staged["pictures"]),
         "errors": staged["errors"],
     }
     for name, table in tables.items():
@@ -199,9 +202,15 @@ def _final_users(users: pa.Table, details: pa.Table) -> pa.Table:
     return _sorted(users, ["user_id"])
 
 
-def _final_history(history: pa.Table, long_texts: pa.Table) -> pa.Table:
+def _final_history(history: pa.Table, long_texts: pa.Table, pictures: pa.Table) -> pa.Table:
     history = _latest(history, PRIMARY_KEYS["history"])
     long_texts = _latest(long_texts, ("mid",))
+    pictures = _latest(pictures, ("mid",))
+    if history.num_rows and pictures.num_rows:
+        every = dict(zip(pictures["mid"].to_pylist(), pictures["pics"].to_pylist(), strict=True))
+        pairs = zip(history["mid"].to_pylist(), history["pics"].to_pylist(), strict=True)
+        filled = [every.get(mid) or own for mid, own in pairs]
+        history = history.set_column(history.schema.get_field_index("pics"), "pics", pa.array(filled, STRINGS))
     if history.num_rows and long_texts.num_rows:
         full = {row["mid"]: row for row in long_texts.to_pylist()}
         mids = history["mid"].to_pylist()

@@ -8,6 +8,7 @@ provinces -> cities), otherwise its pages are followed up to Weibo's 50-page cap
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ from crawl_actors import parsers
 from crawl_actors.config import CrawlConfig, WeiboEndpoints
 from crawl_actors.frontier import Task
 from crawl_actors.parsers import BEIJING
-from crawl_actors.regions import PROVINCES, WHOLE_PROVINCE, city_codes
+from crawl_actors.regions import WHOLE_PROVINCE, city_codes, province_codes
 
 MAX_SEARCH_PAGES = 50
 HOST_OF = {
@@ -30,6 +31,15 @@ HOST_OF = {
     "long_text": "mobile",
     "region": "ajax",
 }
+# What each id taken from a response may look like before it goes into a URL (uid, mid, since_id are
+# numbers; bid is base62). Anything else is an error row, never a request to another path or host.
+ID_PATTERNS = {
+    "uid": re.compile(r"[0-9]{1,20}"),
+    "mid": re.compile(r"[0-9]{1,20}"),
+    "since_id": re.compile(r"[0-9]{1,20}"),
+    "bid": re.compile(r"[0-9A-Za-z]{1,20}"),
+}
+MAX_PAGE = 10_000
 BROWSER_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0.0.0 Safari/537.36"
@@ -45,6 +55,24 @@ class TaskResult:
 
     def add(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         self.rows.setdefault(table, []).extend(rows)
+
+
+class BadTask(ValueError):
+    """A task whose ids must not go into a URL (taken from a response, or an old journal)."""
+
+
+def checked_id(name: str, value: Any) -> str:
+    """`value` as the id `name` (uid, mid, bid, since_id), or BadTask when it is not one."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is None or not ID_PATTERNS[name].fullmatch(text):
+        raise BadTask(f"{name} {str(value)[:40]!r} is not a Weibo {name}: not requested")
+    return text
+
+
+def checked_page(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
+        raise BadTask(f"page {str(value)[:40]!r} is not a page number in 1..{MAX_PAGE}: not requested")
+    return value
 
 
 def seed_tasks(
@@ -79,7 +107,14 @@ def request_for(task: Task, endpoints: WeiboEndpoints, now: datetime) -> tuple[s
         url_of = _URLS[task.kind]
     except KeyError:
         raise ValueError(f"unknown task kind {task.kind!r}") from None
-    return url_of(task.params, endpoints, now), _headers(HOST_OF[task.kind], endpoints)
+    p = task.params
+    for name in ("uid", "mid", "bid", "since_id"):
+        if p.get(name) is not None:
+            checked_id(name, p[name])
+    for name in ("page", "page_number"):
+        if p.get(name) is not None:
+            checked_page(p[name])
+    return url_of(p, endpoints, now), _headers(HOST_OF[task.kind], endpoints)
 
 
 def _headers(host: str, endpoints: WeiboEndpoints) -> dict[str, str]:
@@ -116,9 +151,24 @@ _URLS: dict[str, Callable[[dict[str, Any], WeiboEndpoints, datetime], str]] = {
     "region": lambda p, endpoints, now: f"{endpoints.ajax}/ajax/statuses/show?id={p['bid']}",
     "profile": lambda p, endpoints, now: _container(endpoints, f"100505{p['uid']}"),
     "details": lambda p, endpoints, now: _container(endpoints, f"230283{p['uid']}_-_INFO"),
-    "timeline": lambda p, endpoints, now: _container(endpoints, f"107603{p['uid']}&page={p['page']}"),
-    "long_text": lambda p, endpoints, now: f"{endpoints.mobile}/statuses/extend?id={p['mid']}",
+    "timeline": lambda p, endpoints, now: _timeline_url(p, endpoints),
+    "long_text": lambda p, endpoints, now: _long_text_url(p, endpoints),
 }
+
+
+def _timeline_url(p: dict[str, Any], endpoints: WeiboEndpoints) -> str:
+    """Page 1, then whichever way the previous page said to go on: its since_id, or a page number."""
+    url = _container(endpoints, f"107603{p['uid']}")
+    if p.get("since_id"):
+        return f"{url}&since_id={p['since_id']}"
+    return f"{url}&page={p.get('page_number') or p['page']}"
+
+
+def _long_text_url(p: dict[str, Any], endpoints: WeiboEndpoints) -> str:
+    """The detail page when all pictures are wanted (it has the whole status), else statuses/extend."""
+    if p.get("detail"):
+        return f"{endpoints.mobile}/detail/{p['mid']}"
+    return f"{endpoints.mobile}/statuses/extend?id={p['mid']}"
 
 
 def handle(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
@@ -145,7 +195,7 @@ def _search(task: Task, body: str, url: str, now: datetime, config: CrawlConfig)
         start, end = _dt(p["start"]), _dt(p["end"])
         result.children.append(search_task(p["topic"], start, end, p["province"], p["city"], p["page"] + 1, p["level"],
                                            hashtag=p.get("hashtag", True)))
-    result.children.extend(_follow_posts(posts, config))
+    result.children.extend(_follow_posts(posts, config, url, result))
     return result
 
 
@@ -164,7 +214,7 @@ def _split(p: dict[str, Any]) -> list[Task]:
     if level in ("range", "day") and end - start > timedelta(hours=1):
         return [first_page(a, b, None, None, "hour") for a, b in _cuts(start, end, timedelta(hours=1))]
     if level in ("range", "day", "hour"):
-        return [first_page(start, end, code, None, "province") for code in PROVINCES]
+        return [first_page(start, end, code, None, "province") for code in province_codes()]
     if level == "province":
         return [first_page(start, end, p["province"], city, "city") for city in city_codes(p["province"])]
     return []
@@ -178,13 +228,25 @@ def _cuts(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetim
     return cuts
 
 
-def _follow_posts(posts: list[dict[str, Any]], config: CrawlConfig) -> list[Task]:
+def _follow_posts(posts: list[dict[str, Any]], config: CrawlConfig, url: str, result: TaskResult) -> list[Task]:
     children: list[Task] = []
     for post in posts:
-        if config.fetch_regions and post.get("bid"):
+        if config.fetch_regions and post.get("bid") and _valid(result, url, post, bid=post["bid"]):
             children.append(Task("region", post["bid"], {"bid": post["bid"]}))
-        children.extend(user_tasks(post["user_id"], config))
+        if _valid(result, url, post, uid=post["user_id"]):
+            children.extend(user_tasks(post["user_id"], config))
     return children
+
+
+def _valid(result: TaskResult, url: str, row: dict[str, Any], **ids: Any) -> bool:
+    """Whether the ids taken from a response may go into a URL; a hostile one is a partial error."""
+    try:
+        for name, value in ids.items():
+            checked_id(name, value)
+    except BadTask as error:
+        result.partial_errors.append(parsers.ParseError(url, str(row), str(error)))
+        return False
+    return True
 
 
 def user_tasks(uid: str, config: CrawlConfig) -> list[Task]:
@@ -202,10 +264,11 @@ def _ai_search(task: Task, body: str, url: str, now: datetime, config: CrawlConf
         result.add("topics", [{"topic": p["topic"], "news": page.summary, "source": "ai_search"}])
     posts = [_ai_post(post, p["topic"]) for post in page.posts]
     result.add("posts", posts)
-    if page.has_more:
+    if page.has_more and p["page"] < MAX_PAGE:
         result.children.append(Task("ai_search", f"{p['topic']}|{p['page'] + 1}", {**p, "page": p["page"] + 1}))
     for post in posts:
-        result.children.extend(user_tasks(post["user_id"], config))
+        if _valid(result, url, post, uid=post["user_id"]):
+            result.children.extend(user_tasks(post["user_id"], config))
     return result
 
 
@@ -232,22 +295,43 @@ def _details(task: Task, body: str, url: str, now: datetime, config: CrawlConfig
 
 
 def _timeline(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
+    """One timeline page. The next page is asked for the way this one says (its since_id, or its page
+    number: real responses carry one or the other); the timeline ends at an empty page, once `total`
+    posts were seen, or at the limits (max_pages_per_user, max_posts_per_user, history_days)."""
     p = task.params
     page = parsers.parse_timeline(body, url, now)
     result = TaskResult(partial_errors=list(page.errors))
     kept, reached_old = _history_to_keep(page.posts, p, config)
     result.add("history", kept)
-    if config.fetch_long_text:
-        wanted = {post["mid"] for post in kept}
-        result.children.extend(
-            Task("long_text", mid, {"mid": mid, "uid": p["uid"]}) for mid in page.needs_long_text if mid in wanted
-        )
-    total = p["kept"] + len(kept)
-    more = not page.end and not page.last and not reached_old and total < config.max_posts_per_user
-    if more and p["page"] < config.max_pages_per_user:
-        next_params = {"uid": p["uid"], "page": p["page"] + 1, "kept": total}
-        result.children.append(Task("timeline", f"{p['uid']}|{p['page'] + 1}", next_params))
+    wanted = {post["mid"] for post in kept}
+    for mid in dict.fromkeys(page.needs_long_text + page.needs_pictures):
+        pictures = config.fetch_all_pictures and mid in page.needs_pictures
+        if mid in wanted and (pictures or config.fetch_long_text) and _valid(result, url, {"mid": mid}, mid=mid):
+            params = {"mid": mid, "uid": p["uid"], **({"detail": True} if pictures else {})}
+            result.children.append(Task("long_text", mid, params))
+    total, seen = p["kept"] + len(kept), p.get("seen", 0) + page.count
+    reached_total = page.total is not None and seen >= page.total
+    more = not page.end and not reached_old and not reached_total and total < config.max_posts_per_user
+    if more and p["page"] < min(config.max_pages_per_user, MAX_PAGE):
+        following = _next_page(p, page, url, result)
+        if following is not None:
+            following.update({"uid": p["uid"], "page": p["page"] + 1, "kept": total, "seen": seen})
+            result.children.append(Task("timeline", f"{p['uid']}|{p['page'] + 1}", following))
     return result
+
+
+def _next_page(p: dict[str, Any], page: parsers.TimelinePage, url: str, result: TaskResult) -> dict[str, Any] | None:
+    """How to ask for the page after this one: {'since_id'} or {'page_number'}; None (a partial error)
+    when the response names the next page with something that must not go into a URL."""
+    try:
+        if page.since_id is not None:
+            return {"since_id": checked_id("since_id", page.since_id)}
+        if page.next_page is not None:
+            return {"page_number": checked_page(page.next_page)}
+    except BadTask as error:
+        result.partial_errors.append(parsers.ParseError(url, None, f"timeline of {p['uid']}: {error}"))
+        return None
+    return {}
 
 
 def _history_to_keep(posts: list[dict[str, Any]], p: dict[str, Any], config: CrawlConfig) -> tuple[list, bool]:
@@ -267,10 +351,16 @@ def _history_to_keep(posts: list[dict[str, Any]], p: dict[str, Any], config: Cra
 
 def _long_text(task: Task, body: str, url: str, now: datetime, config: CrawlConfig) -> TaskResult:
     result = TaskResult()
+    mid = task.params["mid"]
     # The truncated timeline text also lacks the hashtags and @users past the cut: take all three.
-    rich = parsers.parse_long_text(body, url)
-    result.add("long_texts", [{"mid": task.params["mid"], "text": rich.text, "topics": rich.topics,
-                               "at_users": rich.at_users}])
+    if task.params.get("detail"):  # the detail page: the whole status, every picture included
+        detail = parsers.parse_detail_page(body, url)
+        rich = detail.rich
+        result.add("pictures", [{"user_id": task.params["uid"], "mid": mid, "text": rich.text,
+                                 "pics": detail.pics}])
+    else:
+        rich = parsers.parse_long_text(body, url)
+    result.add("long_texts", [{"mid": mid, "text": rich.text, "topics": rich.topics, "at_users": rich.at_users}])
     return result
 
 

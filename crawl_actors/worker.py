@@ -1,9 +1,11 @@
 """A crawl worker: many concurrent aiohttp requests in one Ray actor, through the shared cookie pool.
 
 Each of its `concurrency_per_actor` loops leases a task, waits for a cookie with capacity on the
-task's host, fetches, classifies the answer, reports the cookie's outcome, stages the rows and
-queues the tasks the page leads to. Rows are flushed to a part file before their tasks are marked
-done.
+task's host (renewing the task's lease meanwhile, so that no other worker takes it), fetches at most
+`max_response_bytes`, parses the body in a thread (a slow parse never stalls the other requests),
+reports the cookie's outcome, stages the rows and queues the tasks the page leads to. Rows are
+flushed to a part file (renamed into place and its directory fsynced) before their tasks are marked
+done; a flusher flushes every `flush_interval_s` even while every loop waits for a cookie.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from crawl_actors.config import CrawlConfig
 from crawl_actors.cookies import CookieJar, NoUsableCookie
 from crawl_actors.frontier import Task
 from crawl_actors.output import PartWriter
-from crawl_actors.tasks import HOST_OF, TaskResult, handle, request_for
+from crawl_actors.tasks import HOST_OF, BadTask, TaskResult, handle, request_for
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ class StopCrawl(Exception):
     """No cookie can be used any more; the worker stops and keeps what it has."""
 
 
+class TooLarge(Exception):
+    """A response body over `max_response_bytes`."""
+
+
 class CrawlWorker:
     """Crawls with the `pool` and `frontier` it is given (the crawl's shared ones, or test stand-ins)."""
 
@@ -96,7 +102,12 @@ class CrawlWorker:
         ignore_set_cookie = aiohttp.DummyCookieJar()  # the Cookie header is the pool's: never keep what Weibo sets
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, cookie_jar=ignore_set_cookie) as session:
             loops = [asyncio.create_task(self._loop(session)) for _ in range(self.config.concurrency_per_actor)]
-            await asyncio.gather(*loops)
+            flusher = asyncio.create_task(self._flusher())
+            try:
+                await asyncio.gather(*loops)
+            finally:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
         await self._flush(force=True)
         return self.report()
 
@@ -138,6 +149,14 @@ class CrawlWorker:
                 self.busy -= 1
             await self._flush()
 
+    async def _flusher(self) -> None:
+        """Flush on time even when every loop waits for a cookie: a finished task's lease must not run
+        out before its rows are written and it is marked done (or another worker would fetch it again)."""
+        every = max(self.config.flush_interval_s, self.config.idle_poll_s)
+        while not self.stopping.is_set():
+            await self._wait(every)
+            await self._flush()
+
     async def _finished(self) -> bool:
         """Nothing to lease: flush what this worker holds; done when no task is pending or leased anywhere."""
         if self.busy:
@@ -147,12 +166,17 @@ class CrawlWorker:
 
     async def _process(self, session: Any, task: Task) -> None:
         host = HOST_OF[task.kind]
+        now = datetime.now(timezone.utc)
         try:
-            cookie_id = await self.pool.acquire_wait(host)
-        except NoUsableCookie as error:
-            await self.frontier.retry(task, counted=False)  # not this task's fault; it stays for a resumed crawl
-            raise StopCrawl(error.reason) from error
-        url, headers = request_for(task, self.config.endpoints, datetime.now(timezone.utc))
+            url, headers = request_for(task, self.config.endpoints, now)
+        except BadTask as error:  # an id that must not go into a URL: an error row, never a request
+            self._error_row(task, "", "bad_id", None, "", str(error))
+            self.unflushed.append(task.id)
+            self.stats.tasks_done += 1
+            return
+        cookie_id = await self._cookie_for(task, host)
+        if cookie_id is None:
+            return  # the lease was lost while waiting: the task is someone else's now
         outcome = await self._fetch(session, task, url, {**headers, "Cookie": self.jar.header(cookie_id)})
         if outcome.cookie is not None:
             await self.pool.report(cookie_id, host, outcome.cookie)
@@ -162,27 +186,65 @@ class CrawlWorker:
             self.stats.expired_reports += outcome.cookie == "expired"
         await self._settle(task, url, outcome)
 
+    async def _cookie_for(self, task: Task, host: str) -> str | None:
+        """A cookie for `host`, keeping the task's lease alive while the pool makes us wait (up to
+        `max_pause_s`, far longer than a lease): every lease_s/3 the lease is renewed, and once a cookie
+        is granted after such a wait the lease is renewed in full, so that it covers the request and the
+        flush after it. None when the lease was lost anyway (the task went back to the queue)."""
+        lease_s = self.config.lease_s
+        waiting = asyncio.ensure_future(self.pool.acquire_wait(host))
+        renewed = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=lease_s / 3)
+                if done:
+                    break
+                renewed = True
+                if not await self.frontier.renew(task.id, lease_s):
+                    log.warning("lease of %s lost while waiting for a cookie; leaving it to its new holder", task.id)
+                    return None
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+        try:
+            cookie_id = waiting.result()
+        except NoUsableCookie as error:
+            await self.frontier.retry(task, counted=False)  # not this task's fault; it stays for a resumed crawl
+            raise StopCrawl(error.reason) from error
+        if renewed and not await self.frontier.renew(task.id, lease_s):
+            return None
+        return cookie_id
+
     async def _fetch(self, session: Any, task: Task, url: str, headers: dict[str, str]) -> Outcome:
         import aiohttp
 
         self.stats.requests += 1
+        limit = self.config.max_response_bytes
         try:
             async with session.get(url, headers=headers, allow_redirects=False) as response:
                 status = response.status
                 location = response.headers.get("Location", "")
                 served_at = served_time(response.headers.get("Date"))
-                body = await response.text(errors="replace")
+                charset = response.charset or "utf-8"
+                raw = await _read_capped(response, limit)
+        except TooLarge as error:
+            self.stats.status["too_large"] += 1
+            count("crawl_requests", host=HOST_OF[task.kind], status="too_large")
+            return Outcome("ok", "give_up", error_kind="too_large", message=str(error), status=status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             self.stats.status["network"] += 1
             count("crawl_requests", host=HOST_OF[task.kind], status="network")
             return Outcome(None, "retry", error_kind="network", message=f"{type(error).__name__}: {error}")
+        body = _decode(raw, charset)
         self.stats.status[status] += 1
         count("crawl_requests", host=HOST_OF[task.kind], status=str(status))
-        outcome = replace(self._classify(task, url, status, location, body, served_at), status=status)
+        outcome = replace(await self._classify(task, url, status, location, body, served_at), status=status)
         return outcome if outcome.action == "done" else replace(outcome, snippet=body[:SNIPPET_CHARS])
 
-    def _classify(self, task: Task, url: str, status: int, location: str, body: str, now: datetime) -> Outcome:
-        """What an answer means; `now` is when it was served (relative times count from it)."""
+    async def _classify(self, task: Task, url: str, status: int, location: str, body: str, now: datetime) -> Outcome:
+        """What an answer means; `now` is when it was served (relative times count from it). The body is
+        parsed in a thread: a large or pathological page must not stall this actor's other requests."""
         if status in (301, 302, 303, 307) and ("visitor" in location or "passport" in location):
             return Outcome("expired", "defer", error_kind="blocked", message=f"redirected to {location}")
         if status in THROTTLED or status >= 500:
@@ -194,7 +256,7 @@ class CrawlWorker:
         if status != 200:
             return Outcome(None, "retry", error_kind="http", message=f"HTTP {status}")
         try:
-            result = handle(task, body, url, now, self.config)
+            result = await asyncio.to_thread(handle, task, body, url, now, self.config)
         except parsers.Blocked as blocked:
             if blocked.reason == "rate_limited":
                 return Outcome("throttled", "defer", error_kind="http", message="rate limited (page says so)")
@@ -279,6 +341,27 @@ class CrawlWorker:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
         except asyncio.TimeoutError:
             pass
+
+
+async def _read_capped(response: Any, limit: int) -> bytes:
+    """The whole body, or TooLarge as soon as it passes `limit` bytes (announced or counted)."""
+    announced = response.content_length
+    if announced is not None and announced > limit:
+        raise TooLarge(f"response of {announced} bytes is over max_response_bytes={limit}")
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"response passed max_response_bytes={limit} (cut off at {size} bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(raw: bytes, charset: str) -> str:
+    try:
+        return raw.decode(charset, errors="replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", errors="replace")
 
 
 def served_time(date_header: str | None) -> datetime:

@@ -10,7 +10,9 @@ from crawl_actors.parsers.ai_search import AiSearchPage, parse_ai_search
 from crawl_actors.parsers.base import SNIPPET_CHARS, Blocked, ParseError, is_visitor_page, page_parser, raise_if_blocked
 from crawl_actors.parsers.mobile import (
     DETAIL_ITEMS,
+    DetailPost,
     TimelinePage,
+    parse_detail_page,
     parse_details,
     parse_long_text,
     parse_long_text_detail,
@@ -25,6 +27,7 @@ from crawl_actors.parsers.text import BEIJING, RichText, clean_text, parse_count
 __all__ = [
     "BEIJING",
     "DETAIL_ITEMS",
+    "DetailPost",
     "ORDINARY_USER",
     "SNIPPET_CHARS",
     "AiSearchPage",
@@ -38,6 +41,7 @@ __all__ = [
     "page_parser",
     "parse_ai_search",
     "parse_count",
+    "parse_detail_page",
     "parse_details",
     "parse_long_text",
     "parse_long_text_detail",

@@ -34,8 +34,10 @@ class ParseError(Exception):
 
 _Parser = TypeVar("_Parser", bound=Callable[..., Any])
 # What a body of the wrong shape raises from plain Python code: a count that is not a number, a field
-# of the wrong type, a missing key. Inside a page parser all of it means "not what this endpoint serves".
-_SHAPE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+# of the wrong type, a missing key, nesting too deep to walk (HTML or JSON thousands of levels deep
+# raises RecursionError). Inside a page parser all of it means "not what this endpoint serves".
+SHAPE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+_SHAPE_ERRORS = SHAPE_ERRORS
 
 
 def page_parser(parse: _Parser) -> _Parser:
@@ -123,7 +125,10 @@ def _snippet(body: str | bytes | dict | None) -> str:
     if body is None:
         return ""
     if isinstance(body, dict):
-        body = json.dumps(body, ensure_ascii=False)
+        try:
+            body = json.dumps(body, ensure_ascii=False)
+        except (ValueError, RecursionError):
+            body = "<a JSON object nested too deep to show>"
     if isinstance(body, bytes):
         body = body[: SNIPPET_CHARS * 4].decode("utf-8", "replace")
     return body[:SNIPPET_CHARS]

@@ -30,12 +30,28 @@ from crawl_actors.parsers.text import RichText, clean_text, parse_count, parse_w
 
 @dataclass
 class TimelinePage:
+    """One timeline page. Weibo names the next page one of two ways, and real responses carry either:
+    `since_id` (the next page's first post; newer responses) or `page` (the next page's number, with
+    `total`, and no since_id: responses saved in 2019-2021). Neither means the last page: the list
+    ends at an empty page, or once `total` posts were seen."""
+
     posts: list[dict[str, Any]]
-    since_id: str | None
+    since_id: str | None  # cardlistInfo.since_id, as given (checked before it goes into a URL)
     end: bool  # this page has no posts: the list ended before it
-    needs_long_text: list[str]
+    needs_long_text: list[str]  # mids whose text is cut (isLongText)
     errors: list[ParseError] = field(default_factory=list)
-    last: bool = False  # no page follows this one (cardlistInfo without a since_id)
+    next_page: Any = None  # cardlistInfo.page, as given
+    total: int | None = None  # cardlistInfo.total: how many posts the whole timeline holds
+    count: int = 0  # posts on this page, broken ones included (they count towards total)
+    needs_pictures: list[str] = field(default_factory=list)  # mids with pic_num > 9: the list shows 9
+
+
+@dataclass
+class DetailPost:
+    """m.weibo.cn/detail/<mid>: the whole status, its full text and every picture."""
+
+    rich: RichText
+    pics: list[str]
 
 
 @page_parser
@@ -105,24 +121,35 @@ def parse_timeline(body: str | bytes | dict, url: str, now: datetime) -> Timelin
     payload = require_ok(data, url)
     cards = [inner for card in payload.get("cards") or [] for inner in [card, *(card.get("card_group") or [])]]
     mblogs = [card["mblog"] for card in cards if card.get("card_type") == 9 and isinstance(card.get("mblog"), dict)]
-    info = payload.get("cardlistInfo")
-    since_id = info.get("since_id") if isinstance(info, dict) else None
-    # Weibo names the next page's first post in since_id while more follow; a list info without it
-    # means this is the last page. Without any list info, nothing is known: keep paging until empty.
+    info = payload.get("cardlistInfo") if isinstance(payload.get("cardlistInfo"), dict) else {}
+    since_id = info.get("since_id")
+    total = info.get("total")
     page = TimelinePage(posts=[], since_id=str(since_id) if since_id else None, end=not mblogs, needs_long_text=[],
-                        last=isinstance(info, dict) and not since_id)
+                        next_page=info.get("page"), total=parse_count(total) if total is not None else None,
+                        count=len(mblogs))
     for mblog in mblogs:
         try:
             row = _history_row(mblog, now)
-            long = bool(mblog.get("isLongText")) or parse_count(mblog.get("pic_num")) > 9
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            snippet = json.dumps(mblog, ensure_ascii=False)
-            page.errors.append(ParseError(url, snippet, f"mblog {mblog.get('id')}: {error}"))
+            long = bool(mblog.get("isLongText"))
+            # weibo-crawler's rule: a post with more than 9 pictures lists only 9 of them here.
+            more_pictures = parse_count(mblog.get("pic_num")) > max(9, len(row["pics"]))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            snippet = _mblog_snippet(mblog)
+            page.errors.append(ParseError(url, snippet, f"mblog {str(mblog.get('id'))[:40]}: {error}"))
             continue
         page.posts.append(row)
         if long:
             page.needs_long_text.append(row["mid"])
+        if more_pictures:
+            page.needs_pictures.append(row["mid"])
     return page
+
+
+def _mblog_snippet(mblog: dict[str, Any]) -> str:
+    try:
+        return json.dumps(mblog, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return "<an mblog nested too deep to show>"
 
 
 def _history_row(mblog: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -187,6 +214,14 @@ def parse_long_text(body: str | bytes | dict, url: str) -> RichText:
 
 
 @page_parser
+def parse_detail_page(body: str | bytes, url: str) -> DetailPost:
+    """m.weibo.cn/detail/<mid> -> the full text and every picture (a timeline lists at most 9)."""
+    html = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    status = _detail_status(html, url)
+    return DetailPost(rich=rich_html(status["text"]), pics=_mblog_pics(status))
+
+
+@page_parser
 def parse_long_text_detail(html: str, url: str) -> str:
     """m.weibo.cn/detail/<mid> -> the post's full text, cleaned."""
     return _detail_rich_text(html, url).text
@@ -199,6 +234,10 @@ def parse_long_text_extend(body: str | bytes | dict, url: str) -> str:
 
 
 def _detail_rich_text(html: str, url: str) -> RichText:
+    return rich_html(_detail_status(html, url)["text"])
+
+
+def _detail_status(html: str, url: str) -> dict[str, Any]:
     raise_if_blocked(html, url)
     start = html.find(_RENDER_DATA)
     bracket = html.find("[", start) if start >= 0 else -1
@@ -206,8 +245,11 @@ def _detail_rich_text(html: str, url: str) -> RichText:
         raise ParseError(url, html, "detail page without $render_data")
     try:
         render_data, _ = json.JSONDecoder().raw_decode(html, bracket)
-        return rich_html(render_data[0]["status"]["text"])
-    except (ValueError, KeyError, IndexError, TypeError) as error:
+        status = render_data[0]["status"]
+        if not isinstance(status.get("text"), str):
+            raise TypeError("status.text is not a string")
+        return status
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as error:
         raise ParseError(url, html, f"detail page $render_data without status.text: {error}") from None
 
 

@@ -70,7 +70,7 @@ def parse_search_page(html: str, url: str, now: datetime) -> SearchPage:
     for card in cards:
         try:
             page.posts.append(_parse_card(card, layout, now))
-        except (ParseError, ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
+        except (ParseError, ValueError, KeyError, IndexError, AttributeError, TypeError, RecursionError) as error:
             mid = card.attributes.get("mid")
             page.errors.append(ParseError(url, card.html, f"card mid={mid}: {error}"))
     return page

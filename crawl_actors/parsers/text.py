@@ -170,7 +170,7 @@ def _collect_link(link: LexborNode, out: _RichParts) -> None:
     else:
         _collect(link, inner)
     label = clean_text("".join(inner.parts))
-    if _is_ui_link(link, label):
+    if _is_ui_link(link, label) or _is_media_card(link, label):
         return
     if _is_place_link(link):
         out.location = label or None
@@ -181,6 +181,35 @@ def _collect_link(link: LexborNode, out: _RichParts) -> None:
     elif label.startswith("@") and "/n/" in href:
         out.at_users.append(label[1:])
     out.parts.extend(inner.parts)
+
+
+# A video or live card is a link Weibo appends to the text: '<a ...><i class="wbicon">L</i>NAME的微博视频</a>'
+# on s.weibo.com, '<a ...><span class="url-icon"><img src=".../timeline_card_small_video_default.png"></span>
+# <span class="surl-text">NAME的微博视频</span></a>' on m.weibo.cn (fixtures: the 2020 search page, the
+# detail page). It is markup, not what the user wrote: the link goes, the text around it stays.
+_MEDIA_LABEL = re.compile(r"的(?:微博|秒拍)(?:视频|直播)$")
+_MEDIA_ICONS = ("timeline_card_small_video", "timeline_card_small_live")
+_MEDIA_GLYPH = "L"
+
+
+def _is_media_card(link: LexborNode, label: str) -> bool:
+    if _text_only(link):
+        return False  # a card always carries its icon
+    icon = _card_icon(link)
+    if icon is None:
+        return False
+    return icon == _MEDIA_GLYPH or any(name in icon for name in _MEDIA_ICONS) or bool(_MEDIA_LABEL.search(label))
+
+
+def _card_icon(link: LexborNode) -> str | None:
+    """The glyph of a link's `i.wbicon`, or the image source inside its `span.url-icon`; None without an icon."""
+    for node in link.iter():
+        if _is_icon(node):
+            return (node.text() or "").strip()
+        if node.tag == "span" and "url-icon" in (node.attributes.get("class") or "").split():
+            image = node.css_first("img")
+            return (image.attributes.get("src") or "") if image is not None else ""
+    return None
 
 
 def _text_only(node: LexborNode) -> bool:

@@ -92,7 +92,7 @@ def crawl_config(sim: WeiboSimulator, output_dir: Path, cookies: list[str], redi
         num_actors=2,
         concurrency_per_actor=8,
         request_timeout_s=10,
-        lease_s=10,
+        lease_s=20,
         ray=RayConfig(include_dashboard=False),
     )
     values.update(overrides)
@@ -195,7 +195,8 @@ def wait_for_new_pid(actor, old_pid: int, timeout_s: float = 60) -> int:
 def test_a_killed_crawl_actor_restarts_and_nothing_is_lost(simulator, no_violations, backend, tmp_path: Path) -> None:
     import ray
 
-    config = crawl_config(simulator, tmp_path / "crawl", simulator.new_cookies(4), backend, lease_s=2)
+    config = crawl_config(simulator, tmp_path / "crawl", simulator.new_cookies(4), backend, lease_s=2,
+                          request_timeout_s=1, flush_interval_s=0.5)
     start = requests_so_far(simulator)
     thread, outcome = run_in_background(config)
     wait_for_requests(simulator, start + 150)
@@ -360,6 +361,32 @@ def test_users_can_be_crawled_directly(simulator, no_violations, tmp_path: Path,
     key = lambda row: (row["user_id"], row["mid"])  # noqa: E731
     assert sorted(got, key=key) == sorted(want, key=key)
     assert table_rows(tmp_path / "crawl", "posts") == []
+
+
+@pytest.fixture(scope="module")
+def page_numbered_simulator():
+    """Timelines that name their next page by number, with total and no since_id (Weibo 2019-2021)."""
+    config = SimulatorConfig(seed=11, num_users=12, history_posts=(25, 60), hot_topic_posts=60, topic_posts=20,
+                             rates=RATES, timeline_paging="page")
+    sim = WeiboSimulator(config)
+    with sim.running():
+        yield sim
+
+
+def test_page_numbered_timelines_are_crawled_to_their_last_page(page_numbered_simulator, tmp_path: Path,
+                                                               ray_local) -> None:
+    sim = page_numbered_simulator
+    before = sim.stats()["violations"]
+    truth = sim.ground_truth()
+    users = sorted({row["user_id"] for row in truth["history"]})
+    config = crawl_config(sim, tmp_path / "crawl", sim.new_cookies(2), keywords=[], user_ids=users)
+    assert crawl(config, progress=False).stop_reason is None
+    fields = [f for f in CRAWL_TABLES["history"].names if f != "crawled_at"]
+    want = history_by_user([{f: row.get(f) for f in fields} for row in truth["history"]])
+    got = history_by_user(table_rows(tmp_path / "crawl", "history"))
+    assert got == want and sum(map(len, got.values())) > 10 * len(users)  # every page: most users have 3+
+    assert any(len(row["pics"]) > 9 for rows in got.values() for row in rows)  # the rest from the detail page
+    assert sim.stats()["violations"] == before and table_rows(tmp_path / "crawl", "errors") == []
 
 
 def history_by_user(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

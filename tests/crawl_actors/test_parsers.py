@@ -74,8 +74,9 @@ def test_profile_fixture() -> None:
 def test_timeline_fixture() -> None:
     page = parsers.parse_timeline(fixture("m_weibo_cn_getIndex_107603_timeline_page.json"), "u", SAVED_2021)
     posts = {post["mid"]: post for post in page.posts}
-    assert len(page.posts) == 10 and not page.errors and not page.end and not page.last
-    assert page.since_id == "4646131823281332"
+    assert len(page.posts) == 10 and not page.errors and not page.end
+    assert page.since_id == "4646131823281332" and page.total == 1221 and page.count == 10
+    assert page.next_page is None and page.needs_pictures == []
     assert page.needs_long_text == ["4645748019299849", "4649031014551911", "4647212359090479",
                                     "4646569834450357", "4646502071534367", "4646192191903210"]
     pinned = page.posts[0]
@@ -108,7 +109,21 @@ def test_long_text_detail_and_extend_agree() -> None:
     assert len(raw[0]["status"]["text"]) == 1845  # the HTML; the plain text is much shorter
     assert 350 < len(detail) < 1845
     assert "3. 灯华梦踏 4. 前航远歌" in detail and "通过@微博抽奖平台 抽取十位博士" in detail
-    assert detail.endswith("明日方舟Arknights的微博视频 抽奖详情") and "全文" not in detail
+    # The video card the post ends with ('<a ...><span class="url-icon"><img src=".../timeline_card_small_
+    # video_default.png"></span><span class="surl-text">明日方舟Arknights的微博视频</span></a>') is markup: gone.
+    assert detail.endswith("开奖后奖品会在出货后寄出。 抽奖详情") and "全文" not in detail
+    assert "的微博视频" not in detail and "微博视频" in raw[0]["status"]["text"]
+
+
+def test_detail_page_fixture_gives_the_whole_status() -> None:
+    html = fixture("m_weibo_cn_detail_4645748019299849.html")
+    detail = parsers.parse_detail_page(html, "u")
+    assert detail.rich == parsers.parse_long_text(html, "u") and detail.pics == []  # this post has no pictures
+    status = json.loads(html[html.index("[", html.index("$render_data")) : html.rindex("[0] || {};")])[0]["status"]
+    status.update(pic_num=12, pics=[{"url": f"https://wx1.sinaimg.cn/orj360/p{i}.jpg"} for i in range(12)])
+    page = html.replace(html[html.index("[", html.index("$render_data")) : html.rindex("[0] || {};")],
+                        json.dumps([{"status": status, "call": 1}], ensure_ascii=False))
+    assert parsers.parse_detail_page(page, "u").pics == [f"https://wx1.sinaimg.cn/large/p{i}.jpg" for i in range(12)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +152,7 @@ def test_search_page_2020_layout(page_2020: parsers.SearchPage) -> None:
     assert first["source"] == "人民网微博" and first["user_verified"] == "蓝V" and first["retweet_id"] is None
     assert first["topics"] == ["初三化学老师回应带猫上课", "化学老师上课是为了炫耀猫"]
     assert first["at_users"] == ["封面新闻"]
-    assert "上课时碰巧猫进来了[喵喵]】" in first["text"] and first["text"].endswith("青蕉视频的微博视频 @封面新闻")
+    assert "上课时碰巧猫进来了[喵喵]】" in first["text"] and first["text"].endswith("被迫营业喵喵！ @封面新闻")
     assert first["video_url"].startswith("https://f.video.weibocdn.com/003unWKIgx07CM27nAOr01041200avWz0E010.mp4?")
 
 
@@ -146,7 +161,7 @@ def test_search_page_2020_long_card_and_pictures(page_2020: parsers.SearchPage) 
     long_card = posts["4499373432859508"]
     assert long_card["screen_name"] == "王尼玛" and long_card["user_verified"] == "金V"
     assert "也有人性的体量和细心！ 时间较长建议先马后看！[爱你] #暴走小事件#" in long_card["text"]
-    assert long_card["text"].endswith("王尼玛的微博视频") and "收起" not in long_card["text"]
+    assert long_card["text"].endswith("[爱你] #暴走小事件#") and "收起" not in long_card["text"]
     news = posts["4498611981467363"]
     assert news["text"].endswith("④我国在线教育用户规模达4.23亿。（总台央视记者张岗）")
     assert news["pics"] == ["https://ww4.sinaimg.cn/large/9e5389bbly1ge993yy6p1j20m80m8wkb.jpg"]
@@ -294,14 +309,29 @@ def test_details_region_and_ai_search() -> None:
     assert page == parsers.AiSearchPage("新闻 摘要", cited, True)
 
 
-def test_a_timeline_page_without_a_since_id_is_the_last() -> None:
+def page_numbered_timeline() -> dict:
+    """A page-numbered timeline page in the real shape (written here after nonebot-bison's
+    weibo_ys_list_0.json, 2021: cardlistInfo {containerid, v_p, show_style, total, page} and no since_id):
+    page 1 of a user with 13 posts, 10 on it, one with 13 pictures of which the list shows 9."""
     data = json.loads(fixture("m_weibo_cn_getIndex_107603_timeline_page.json"))
-    del data["data"]["cardlistInfo"]["since_id"]
-    page = parsers.parse_timeline(data, "u", SAVED_2021)
-    assert page.last and not page.end and len(page.posts) == 10
+    data["data"]["cardlistInfo"] = {"containerid": "1076036279793937", "v_p": 42, "show_style": 1, "total": 13,
+                                    "page": 2}
+    mblog = data["data"]["cards"][4]["mblog"]
+    mblog["pic_num"] = 13
+    mblog["pics"] = [{"pid": f"p{i}", "url": f"https://wx4.sinaimg.cn/orj360/p{i}.jpg",
+                      "large": {"url": f"https://wx4.sinaimg.cn/large/p{i}.jpg"}} for i in range(9)]
+    return data
+
+
+def test_a_page_numbered_timeline_page_names_its_next_page_and_total() -> None:
+    page = parsers.parse_timeline(page_numbered_timeline(), "u", SAVED_2021)
+    assert (page.since_id, page.next_page, page.total, page.count, page.end) == (None, 2, 13, 10, False)
+    mid = str(page_numbered_timeline()["data"]["cards"][4]["mblog"]["id"])
+    assert page.needs_pictures == [mid] and len(next(p for p in page.posts if p["mid"] == mid)["pics"]) == 9
+    data = page_numbered_timeline()
     del data["data"]["cardlistInfo"]
     unknown = parsers.parse_timeline(data, "u", SAVED_2021)
-    assert not unknown.last and not unknown.end  # no list info at all: the crawler pages on until empty
+    assert (unknown.since_id, unknown.next_page, unknown.total, unknown.end) == (None, None, None, False)
 
 
 def test_timeline_broken_mblog_is_reported_not_fatal() -> None:
@@ -426,3 +456,72 @@ def test_clean_text_is_a_fixed_point(text: str) -> None:
 
 def test_clean_text_examples() -> None:
     assert parsers.clean_text("\u200b 你好\n\n  世界\ue627\t!  ") == "你好 世界 !"
+
+
+# ---------------------------------------------------------------------------------------------
+# video and live cards, deep nesting
+
+
+def test_video_cards_leave_the_2020_search_page_and_the_text_around_them_stays(page_2020) -> None:
+    html = fixture("s_weibo_com_search_page_2020.html")
+    assert html.count('<i class="wbicon">L</i>') >= 10  # the video cards of this page
+    texts = [post["text"] for post in page_2020.posts]
+    assert not [t for t in texts if "的微博视频" in t or "的秒拍视频" in t]
+    cat = next(t for t in texts if "带猫上网课走红" in t)
+    assert "被迫营业喵喵！ @封面新闻" in cat  # the card between them is gone, both sides stay
+
+
+@pytest.mark.parametrize("card", [
+    '<a href="http://t.cn/A6AbPBWu" target="_blank"><i class="wbicon">L</i>小明的微博直播</a>',
+    '<a href="https://video.weibo.com/show?fid=1034:1" data-hide=""><span class=\'url-icon\'><img '
+    "src='https://h5.sinaimg.cn/upload/2015/09/25/3/timeline_card_small_video_default.png'></span>"
+    '<span class="surl-text">小明的微博视频</span></a>',
+])
+def test_a_media_card_goes_but_words_like_its_label_stay(card: str) -> None:
+    # The over-eager cleaning regex [\w\-]{0,30}的微博(视频|直播) would empty this text; only the link is markup.
+    from crawl_actors.parsers.text import rich_html
+
+    rich = rich_html(f"今天看了直播太开心了小明的微博直播 {card} <a href='/n/小红'>@小红</a>")
+    assert rich.text == "今天看了直播太开心了小明的微博直播 @小红" and rich.at_users == ["小红"]
+
+
+def test_links_that_are_not_media_cards_keep_their_text() -> None:
+    from crawl_actors.parsers.text import rich_html
+
+    web = ("<a href='http://t.cn/x'><span class='url-icon'><img src='https://h5.sinaimg.cn/upload/2015/09/25/3/"
+           "timeline_card_small_web_default.png'></span><span class='surl-text'>网页链接</span></a>")
+    plain = "<a href='http://t.cn/y'>我的微博视频</a>"  # no card icon: a plain link the user wrote
+    assert rich_html(f"看 {web} 和 {plain}").text == "看 网页链接 和 我的微博视频"
+
+
+@pytest.mark.parametrize("depth", [200, 5_000, 50_000])
+def test_deeply_nested_pages_are_parse_errors_with_url_and_snippet(depth: int) -> None:
+    url = "https://m.weibo.cn/api/container/getIndex?containerid=1076031"
+    nested = "[" * depth + "]" * depth
+    body = '{"ok":1,"data":{"cardlistInfo":{"total":1},"cards":' + nested + "}}"
+    try:
+        parsers.parse_timeline(body, url, SAVED_2021)
+    except ParseError as error:
+        assert error.url == url and error.snippet.startswith('{"ok":1')
+    deep_html = "<div>" * depth + "x" + "</div>" * depth
+    try:
+        parsers.parse_long_text(json.dumps({"ok": 1, "data": {"longTextContent": deep_html}}), url)
+    except ParseError as error:
+        assert error.url == url and error.snippet
+    card = parsers.parse_search_page(
+        fixture("s_weibo_com_search_page_2020.html").replace('<p class="txt"', '<p class="txt">' + deep_html + "<p", 1),
+        SEARCH_URL, SAVED_2020)
+    assert len(card.posts) + len(card.errors) == 20
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=30))
+def test_any_json_is_a_page_or_a_parse_error(value) -> None:
+    body = json.dumps({"ok": 1, "data": {"cards": value, "cardlistInfo": value, "userInfo": value, "list": value}})
+    for parse in (parsers.parse_details, parsers.parse_ai_search, parsers.parse_profile,
+                  lambda b, u: parsers.parse_timeline(b, u, SAVED_2021)):
+        try:
+            parse(body, "u")
+        except ParseError:
+            pass

@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cluster.config import ConfigError
 from crawl_actors.config import WeiboEndpoints
+from crawl_actors.frontier import Task
 from crawl_actors.job import search_queries
-from crawl_actors.tasks import BEIJING, _split, request_for, seed_tasks
+from crawl_actors.tasks import BEIJING, BadTask, _split, request_for, seed_tasks
 
 START = datetime(2025, 10, 6, tzinfo=BEIJING)
 END = START + timedelta(days=2)
@@ -51,3 +57,41 @@ def test_slices_of_a_keyword_search_stay_keyword_searches() -> None:
         assert query_of(request_for(task, WeiboEndpoints(), START)[0]) == "上海暴雨"
     (hashtag,) = seed_tasks("上海暴雨", START, END, ["search"], hashtag=True)
     assert {t.id for t in _split(hashtag.params)}.isdisjoint(t.id for t in days)
+
+
+def test_a_day_end_is_inclusive_and_an_hour_end_is_where_that_hour_begins() -> None:
+    from crawl_actors.job import search_range
+
+    assert search_range("2025-10-06", "2025-10-08") == (START, START + timedelta(days=3))  # the 8th included
+    assert search_range("2025-10-06", "2025-10-06") == (START, START + timedelta(days=1))  # one whole day
+    assert search_range("2025-10-06-0", "2025-10-08-20") == (START, START + timedelta(days=2, hours=20))
+    assert search_range("2025-10-06-5", "2025-10-06-6") == (START + timedelta(hours=5), START + timedelta(hours=6))
+    (task,) = seed_tasks("北京交通新政", *search_range("2025-10-06", "2025-10-08"), ["search"])
+    timescope = parse_qs(urlsplit(request_for(task, WeiboEndpoints(), START)[0]).query)["timescope"][0]
+    assert timescope == "custom:2025-10-06-0:2025-10-09-0"  # Weibo's end is exclusive: the day after
+    for start, end in (("2025-10-06-5", "2025-10-06-5"), ("2025-10-07", "2025-10-06"), ("2025-10-06", "2025-10-05-23")):
+        with pytest.raises(ConfigError, match="not after start"):
+            search_range(start, end)
+    with pytest.raises(ConfigError, match="not a date"):
+        search_range("2025-13-01", "2025-13-02")
+
+
+@given(st.sampled_from(["profile", "details", "timeline", "long_text", "region"]), st.text(max_size=30),
+       st.one_of(st.none(), st.text(max_size=30), st.integers(-5, 20_000)))
+def test_ids_from_responses_never_leave_the_endpoint(kind: str, value: str, extra) -> None:
+    """Whatever a response put into an id, a request goes to the endpoint's host and path, or not at all."""
+    name = {"profile": "uid", "details": "uid", "timeline": "uid", "long_text": "mid", "region": "bid"}[kind]
+    params = {name: value, "page": 1, "uid": "1"} if name != "uid" else {"uid": value, "page": 1}
+    if kind == "timeline":
+        params["since_id" if isinstance(extra, str) else "page_number"] = extra
+    endpoints = WeiboEndpoints(mobile="https://m.weibo.cn", ajax="https://weibo.com")
+    try:
+        url, _ = request_for(Task(kind, "k", params), endpoints, START)
+    except BadTask:
+        return
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc) in {("https", "m.weibo.cn"), ("https", "weibo.com")}
+    assert parts.path in {"/api/container/getIndex", "/statuses/extend", "/ajax/statuses/show"} or (
+        parts.path.startswith("/detail/") and parts.path[8:].isdigit())
+    assert not parts.fragment and all(key in {"containerid", "id", "page", "since_id"} for key in parse_qs(parts.query))
+    assert all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in value)
