@@ -14,6 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from cluster.config import ConfigError, describe_fields, dump_config, load_config
 from cluster.logs import setup_logging
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "socialalign") -> int:
         return EXIT_USAGE
     if args.command == "submit":
         return _submit(args, prog)
+    if args.command == "cluster":
+        return _cluster(args, prog)
     return run_stage(STAGES[args.command], args, prog=f"{prog} {args.command}")
 
 
@@ -91,7 +94,22 @@ def build_parser(prog: str = "socialalign") -> argparse.ArgumentParser:
         "whose image lacks them (the k8s image has them; needs network on the cluster)",
     )
     submit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, passed to the job")
+    _add_cluster_command(commands)
     return parser
+
+
+def _add_cluster_command(commands: argparse._SubParsersAction) -> None:
+    cluster = commands.add_parser(
+        "cluster",
+        help="a real multi-node Ray cluster on this machine: up, status, down",
+        description="A head and N worker nodes on this machine, each its own `ray start` (raylet, object store, "
+        "CPUs and a resource naming it), token auth on, the dashboard on 127.0.0.1; `down` stops what `up` started.",
+    )
+    cluster.add_argument("action", choices=("up", "status", "down"))
+    cluster.add_argument("--workers", type=int, default=2, help="worker nodes (default: 2)")
+    cluster.add_argument("--cpus-per-node", type=float, default=2, help="logical CPUs of each worker (default: 2)")
+    cluster.add_argument("--head-cpus", type=float, default=1, help="logical CPUs of the head (default: 1)")
+    cluster.add_argument("--dir", default=".cache/local-cluster", help="where its state, token and node logs live")
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser, stage: Stage) -> None:
@@ -155,6 +173,27 @@ def _submit(args: argparse.Namespace, prog: str) -> int:
         submission_id=args.submission_id,
         pip=args.pip,
     )
+
+
+def _cluster(args: argparse.Namespace, prog: str) -> int:
+    from cluster import local_cluster
+
+    directory = Path(args.dir)
+    try:
+        if args.action == "up":
+            state = local_cluster.up(directory, args.workers, args.cpus_per_node, args.head_cpus)
+        elif args.action == "down":
+            print(f"stopped {', '.join(local_cluster.down(directory))}")
+            return EXIT_OK
+        else:
+            state = local_cluster.load(directory)
+            alive = local_cluster.alive_nodes(state)
+            print("alive: " + ", ".join(sorted(alive)))
+    except (RuntimeError, TimeoutError) as error:
+        print(f"{prog} cluster: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(local_cluster.describe(state)))
+    return EXIT_OK
 
 
 def _submit_job(prog: str, stage: Stage, address: str, config: str | None, overrides: list[str], **options) -> int:

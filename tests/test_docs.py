@@ -107,6 +107,8 @@ def test_shell_commands_parse_with_the_cli(page: Path, line: int, command: str) 
     args, unknown = build_parser().parse_known_args(argv)
     strays = [item for item in unknown if "=" not in item or item.startswith("-")]
     assert not strays, f"{page.relative_to(REPO)}:{line}: `{command}`: unrecognized {strays}"
+    if args.command not in STAGES and args.command != "submit":
+        return  # a command without a config (cluster): parsing it is the check
     stage = STAGES[args.stage if args.command == "submit" else args.command]
     overrides = [*getattr(args, "overrides", []), *unknown]
     try:
