@@ -84,7 +84,8 @@ def test_flags_are_config_overrides(capsys: pytest.CaptureFixture[str]) -> None:
 def test_overrides_may_come_before_and_after_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "train.yaml"
     path.write_text("epochs: 5\n")
-    assert main(["train", "epochs=1", "--config", str(path), "--log-level", "DEBUG", "method=lora", "--print-config"]) == 0
+    argv = ["train", "epochs=1", "--config", str(path), "--log-level", "DEBUG", "method=lora", "--print-config"]
+    assert main(argv) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert (shown["epochs"], shown["method"], shown["log_level"]) == (1, "lora", "DEBUG")
 

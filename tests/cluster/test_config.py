@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.config import ConfigError, dump_config, load_config, parse_override, secret_fields
+from cluster.stages import STAGES
 from crawl_actors.config import CrawlConfig
 from dataset_jobs.config import DatasetConfig
 from serve.config import ServeConfig
 from train_jobs.config import TrainConfig
-from cluster.stages import STAGES
 
 NO_ENV: dict[str, str] = {}
 

@@ -36,7 +36,8 @@ def _call_sites() -> list[tuple[str, str, set[str] | None]]:
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"))
             imported = {alias.asname or alias.name for node in ast.walk(tree)
-                        if isinstance(node, ast.ImportFrom) and node.module == "cluster.metrics" for alias in node.names}
+                        if isinstance(node, ast.ImportFrom) and node.module == "cluster.metrics"
+                        for alias in node.names}
             for node in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
                 func = node.func
                 if isinstance(func, ast.Name) and func.id in imported & {"count", "gauge"}:
