@@ -95,3 +95,36 @@ def test_ids_from_responses_never_leave_the_endpoint(kind: str, value: str, extr
         parts.path.startswith("/detail/") and parts.path[8:].isdigit())
     assert not parts.fragment and all(key in {"containerid", "id", "page", "since_id"} for key in parse_qs(parts.query))
     assert all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in value)
+
+
+def test_the_region_table_is_weibos_whole_table() -> None:
+    import json
+    from importlib import resources
+
+    from crawl_actors import regions
+    from crawl_actors.simulator import SimulatorConfig
+    from crawl_actors.simulator.corpus import build_corpus
+
+    table = json.loads(resources.files("crawl_actors").joinpath("data", regions.DATA_FILE).read_text("utf-8"))
+    codes = [item["code"] for item in table["provinces"]]
+    assert len(codes) == len(set(codes)) == 36 and {11, 44, 81, 82, 71, 100, 400} <= set(codes)
+    assert len({item["name"] for item in table["provinces"]}) == 36
+    for item in table["provinces"]:
+        cities = item["cities"]
+        assert cities, item["name"]  # its cities, or at least the whole-province code
+        assert list(cities) == [str(regions.WHOLE_PROVINCE)] or str(regions.WHOLE_PROVINCE) not in cities
+        assert len(set(cities.values())) == len(cities), f"{item['name']}: a city name twice"
+    assert sum(len(regions.city_codes(code)) for code in regions.province_codes()) == 456
+    assert regions.city_codes(100) == () and regions.city_name(11, 28) == "密云县"
+    assert regions.province_name(400) == "海外"
+    assert "MIT" in regions.source() and "region.py" in regions.source()
+    (search,) = seed_tasks("x", START, END, ["search"])
+    provinces = _split(_split(_split(search.params)[0].params)[0].params)
+    assert [task.params["province"] for task in provinces] == list(regions.province_codes())
+    assert [task.params["city"] for task in _split(provinces[0].params)] == list(regions.city_codes(11))
+    assert _split(next(t for t in provinces if t.params["province"] == 100).params) == []  # 其他: whole only
+    corpus = build_corpus(SimulatorConfig(seed=1, num_users=200, history_posts=(1, 3), hot_topic_posts=20,
+                                          topic_posts=5))
+    drawn = {(post.province, post.city) for post in corpus.posts.values()}
+    assert all(city in regions.city_codes(province) for province, city in drawn)
+    assert len({province for province, _ in drawn}) > 25  # drawn from the whole table, not a sample
