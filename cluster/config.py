@@ -66,7 +66,9 @@ def load_config(
             set_dotted(data, dotted, environ[env_name])
             sources[dotted] = f"environment variable {env_name}"
     for dotted, env_name in _secrets_from_env(model, environ):
-        set_dotted(data, dotted, environ[env_name])
+        # A secret mounted from a file (a Kubernetes Secret made with --from-file) ends in a newline
+        # that no client sends back: the ends are never part of a secret.
+        set_dotted(data, dotted, environ[env_name].strip())
         sources[dotted] = f"environment variable {env_name}"
     for dotted, value, text in (parse_override(item) for item in overrides):
         set_dotted(data, dotted, value)
@@ -207,7 +209,7 @@ def _env_defaults(model: type[BaseModel], environ: Mapping[str, str]) -> Iterabl
 def _secrets_from_env(model: type[BaseModel], environ: Mapping[str, str]) -> Iterable[tuple[str, str]]:
     for dotted, names in secret_fields(model).items():
         for env_name in names:
-            if environ.get(env_name):
+            if environ.get(env_name, "").strip():  # blank is unset, as an empty file mounted as one is
                 yield dotted, env_name
                 break
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import signal
 import threading
@@ -35,7 +36,9 @@ BUILDER = "serve.app:app_builder"
 
 
 def build_app(config: ServeConfig) -> Application:
-    """The Generator (model) deployment behind the Api (HTTP ingress) deployment, sized by `config`."""
+    """The Generator (model) deployment behind the Api (HTTP ingress) deployment, sized by `config`.
+    Raises ConfigError for a server other machines could reach without a token."""
+    check_exposure(config)
     token = config.auth_token.get_secret_value() if config.auth_token else None
     token_sha256 = hashlib.sha256(token.encode("utf-8")).hexdigest() if token else None
     public = config.model_copy(update={"auth_token": None})  # the token itself never leaves this process
@@ -49,7 +52,9 @@ def build_app(config: ServeConfig) -> Application:
         num_replicas=config.api_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
-        ray_actor_options={"num_cpus": 0},  # waits on the Generator; its CPU work is light
+        # Not 0: a replica that asks for no CPU may land on a head node started with num-cpus 0,
+        # and the ingress reads every request body.
+        ray_actor_options={"num_cpus": config.api_cpus},
     ).bind(generator, public, token_sha256)
 
 
@@ -115,6 +120,7 @@ def run(config: ServeConfig) -> int:
     problems = missing_paths(config)
     if problems:
         raise ConfigError("\n".join(problems))
+    check_exposure(config)
     with ray_session(config.ray) as ray_info:
         url = deploy(config)
         models = ", ".join([config.base_model_id, *config.adapters])
@@ -130,6 +136,24 @@ def run(config: ServeConfig) -> int:
             if ray_info.started_here:
                 ray_serve.shutdown()
     return 0
+
+
+def check_exposure(config: ServeConfig) -> None:
+    """Serving without a token is for this machine only: on any other host, refuse to start."""
+    if config.auth_token is None and not is_loopback(config.host):
+        raise ConfigError(
+            f"host: {config.host} lets other machines reach the API, so it needs a bearer token: set "
+            "SOCIALALIGN_SERVE_TOKEN to a random string (e.g. `openssl rand -hex 32`), or serve on 127.0.0.1"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def missing_paths(config: ServeConfig) -> list[str]:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from cluster.config import StrictModel, secret
 from cluster.stage_config import StageConfig
@@ -41,6 +41,9 @@ class ServeConfig(StageConfig):
     app_name: str = Field("socialalign", description="Ray Serve application name")
     num_replicas: int = Field(1, ge=1, description="Generator replicas (each holds the base model)")
     api_replicas: int = Field(1, ge=1, description="Api (HTTP ingress) replicas")
+    api_cpus: float = Field(
+        0.5, gt=0, description="logical CPUs per Api replica (above 0, so it stays off a head started with num-cpus 0)"
+    )
     replica_cpus: float = Field(1.0, ge=0, description="logical CPUs per Generator replica")
     replica_gpus: float = Field(0.0, ge=0, description="GPUs per Generator replica")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the replica sees a GPU")
@@ -60,9 +63,23 @@ class ServeConfig(StageConfig):
     max_text_chars: int = Field(4000, ge=1, description="characters of any one text field")
     max_prompt_tokens: int = Field(3072, ge=16, description="tokens of one rendered prompt")
     max_new_tokens_limit: int = Field(1024, ge=1, description="largest max_new_tokens a request may ask for")
-    max_request_bytes: int = Field(8_000_000, ge=1024, description="largest HTTP request body")
+    max_request_bytes: int = Field(
+        8_000_000, ge=1024, description="largest HTTP request body, counted as it arrives (chunked too)"
+    )
+    max_rows_per_request: int = Field(
+        1024, ge=1, description="rows (prompt x sample) one request may generate: users x samples_per_user, n"
+    )
+    max_prompt_chars_per_request: int = Field(
+        1_000_000, ge=1, description="characters of all the prompts of one request together"
+    )
+    fanout_per_request: int = Field(
+        8, ge=1, description="Generator calls one request keeps in flight; its other batches wait their turn"
+    )
     population_dir: Path | None = Field(
-        None, description="macro population Parquet paths must lie under it (None: paths refused)"
+        None, description="a folder holding only the population tables to expose, read-only (None: paths refused)"
+    )
+    max_population_rows: int = Field(
+        1_000_000, ge=1, description="rows a population table may have (read from its Parquet footer first)"
     )
     labeler: str = Field(
         "offline", description="sentiment labeler: offline | llm-judge | placeholder-unlabelled | module:factory"
@@ -70,7 +87,8 @@ class ServeConfig(StageConfig):
     labeler_options: dict[str, object] = Field(default_factory=dict, description="keyword arguments of the labeler")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     auth_token: SecretStr | None = secret(
-        "SOCIALALIGN_SERVE_TOKEN", description="bearer token required by the HTTP API (default: none)"
+        "SOCIALALIGN_SERVE_TOKEN",
+        description="bearer token the HTTP API requires; serving on a host other than loopback needs one",
     )
 
     @field_validator("adapters")
@@ -106,6 +124,29 @@ class ServeConfig(StageConfig):
             raise ValueError(f"expected at least max_batch_size ({batch}): Ray Serve caps a replica's batches at it")
         return value
 
+    @field_validator("auth_token")
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()  # a token file's newline is not part of it
+        if not token:
+            return None
+        problem = token_problem(token)
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(token)
+
+    @model_validator(mode="after")
+    def _one_request_fits_the_queue(self) -> ServeConfig:
+        room = self.max_ongoing_requests + self.max_queued_requests
+        if self.fanout_per_request > room:
+            raise ValueError(
+                f"fanout_per_request ({self.fanout_per_request}) is more than max_ongoing_requests + "
+                f"max_queued_requests ({room}): one large request alone would be refused (503) by an idle server"
+            )
+        return self
+
     @field_validator("decoding")
     @classmethod
     def _within_token_limit(cls, value: DecodingConfig, info) -> DecodingConfig:  # noqa: ANN001
@@ -114,6 +155,25 @@ class ServeConfig(StageConfig):
         if limit is not None and value.max_new_tokens > limit:
             raise ValueError(f"max_new_tokens {value.max_new_tokens} is above max_new_tokens_limit ({limit})")
         return value
+
+
+PLACEHOLDERS = ("placeholder", "changeme", "change-me", "change_me", "replace-me", "replaceme", "set-your-own",
+                "your-token", "your_token", "yourtoken", "example", "dummy", "xxxx")
+MIN_TOKEN_CHARS = 12
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot guard a server (a placeholder, a template, too short), or None."""
+    lowered = token.lower()
+    if (lowered.startswith("<") and lowered.endswith(">")) or lowered.startswith("${") or "..." in lowered:
+        return "is a template placeholder, not a token: set a random string (e.g. `openssl rand -hex 32`)"
+    if any(word in lowered for word in PLACEHOLDERS):
+        return "is a placeholder, not a token: set a random string (e.g. `openssl rand -hex 32`)"
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"is shorter than {MIN_TOKEN_CHARS} characters: set a random string (e.g. `openssl rand -hex 32`)"
+    if any(char.isspace() or not char.isprintable() for char in token):
+        return "holds whitespace or control characters, which a bearer header cannot carry"
+    return None
 
 
 class PredictConfig(StageConfig):

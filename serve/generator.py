@@ -75,12 +75,10 @@ class Generator:
     async def generate(self, jobs: list[Job]) -> list[list[Completion]]:
         """Completions for every job (n each), in order; all jobs use the call's model id."""
         from serve.engine import Row
-        from serve.prompts import encode
 
         model_id = ray_serve.get_multiplexed_model_id() or self.config.base_model_id
         loaded = self.base_entry if model_id == self.config.base_model_id else await self.load_model(model_id)
-        limit = self.config.max_prompt_tokens
-        encodings = [encode(self.tokenizer, job.prompt, loaded.routing, limit) for job in jobs]
+        encodings = await encode_jobs(self.tokenizer, jobs, loaded.routing, self.config.max_prompt_tokens)
         rows = [Row(loaded, encoding, job.sampling) for job, encoding in zip(jobs, encodings, strict=True)
                 for _ in range(job.n)]
         done = iter(await asyncio.gather(*(self.batched(row) for row in rows)))
@@ -194,3 +192,12 @@ class Generator:
         self.adapter_loads.append(model_id)
         log.info("adapter %s loaded from %s in %.2fs", model_id, directory, time.monotonic() - began)
         return loaded
+
+
+async def encode_jobs(tokenizer: Any, jobs: list[Job], routing: str, max_tokens: int) -> list[Any]:
+    """Every job's prompt encoding, tokenised in a worker thread: a chat of megabytes takes the
+    tokenizer a while, and on the event loop it would hold up every other request meanwhile.
+    (Tokenizing and decoding only read the fast tokenizer, so threads may share it.)"""
+    from serve.prompts import encode
+
+    return await asyncio.to_thread(lambda: [encode(tokenizer, job.prompt, routing, max_tokens) for job in jobs])

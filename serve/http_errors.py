@@ -14,10 +14,6 @@ from ray.serve.exceptions import BackPressureError
 from serve.protocol import InvalidPrompt, LimitExceeded, UnknownModel
 
 
-class Unauthorized(Exception):
-    """A missing or wrong bearer token: 401."""
-
-
 def error_response(
     status: int, detail: Any, message: str, kind: str, param: str | None = None, code: str | None = None,
     headers: dict[str, str] | None = None,
@@ -33,15 +29,28 @@ def field_errors(items: list[dict[str, Any]], status: int, kind: str, code: str 
     return error_response(status, items, message, kind, param, code)
 
 
-def body_too_large(length: str, max_request_bytes: int) -> JSONResponse:
+def body_too_large(size: int, max_request_bytes: int, declared: bool) -> JSONResponse:
+    """413 for a body over the limit: by its Content-Length (not read), or counted as it streamed in."""
+    said = f"request body is {size} bytes" if declared else f"request body passed {size} bytes"
     item = {"loc": ["body"], "type": "limit_exceeded",
-            "msg": f"request body is {length} bytes, more than max_request_bytes={max_request_bytes}",
+            "msg": f"{said}, more than max_request_bytes={max_request_bytes}",
             "ctx": {"limit": "max_request_bytes", "max": max_request_bytes}}
     return field_errors([item], 413, "invalid_request_error", code="max_request_bytes")
 
 
+def bad_length() -> JSONResponse:
+    message = "Content-Length must be a number of bytes"
+    return error_response(400, message, message, "invalid_request_error", None, "invalid_content_length")
+
+
+def unauthorized() -> JSONResponse:
+    message = "missing or invalid bearer token"
+    return error_response(401, message, message, "authentication_error", None, "invalid_api_key",
+                          {"WWW-Authenticate": "Bearer"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """422 invalid input, 413 a limit, 404 unknown model, 401 bad token, 503 overloaded."""
+    """422 invalid input, 413 a limit, 404 unknown model, 503 overloaded (401 and a body's 413: api.Guard)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -63,12 +72,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownModel)
     async def unknown_model(_: Request, exc: UnknownModel) -> JSONResponse:
         return error_response(404, str(exc), str(exc), "invalid_request_error", "model", "model_not_found")
-
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        message = "missing or invalid bearer token"
-        return error_response(401, message, message, "authentication_error", None, "invalid_api_key",
-                              {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(BackPressureError)
     async def overloaded(_: Request, exc: BackPressureError) -> JSONResponse:

@@ -1,9 +1,14 @@
-"""The configured bounds on one request: what a request asks beyond one is refused (413) naming it."""
+"""The configured bounds on one request: what a request asks beyond one is refused (413) naming it.
+
+Besides each field's own bound, a request's whole work is bounded (`check_work`): the rows it would
+generate (prompts x samples, `max_rows_per_request`) and the characters of all its prompts together
+(`max_prompt_chars_per_request`), so no request within the limits is one the server cannot take.
+"""
 
 from __future__ import annotations
 
 from serve.config import ServeConfig
-from serve.protocol import LimitExceeded, Sampling
+from serve.protocol import ChatPrompt, Job, LimitExceeded, ResearchPrompt, Sampling
 from serve.schemas import Decoding, HistoryPost, User
 
 
@@ -49,3 +54,36 @@ class Limits:
         limit = getattr(self.config, limit_name)
         if value > limit:
             raise LimitExceeded(loc, limit_name, limit, f"at most {limit} ({limit_name}), got {value}")
+
+    def check_work(self, jobs: list[Job], asked: str) -> None:
+        """The request's rows and prompt characters within the per-request budget; `asked` says
+        what the rows came from (e.g. "3 users x 2 samples_per_user"), for the message."""
+        rows = sum(job.n for job in jobs)
+        limit = self.config.max_rows_per_request
+        if rows > limit:
+            raise LimitExceeded(
+                ("body",), "max_rows_per_request", limit,
+                f"this request asks for {asked} = {rows} generated posts, more than max_rows_per_request={limit}; "
+                "ask for fewer users or samples",
+            )
+        chars = sum(prompt_chars(job.prompt) for job in jobs)
+        limit = self.config.max_prompt_chars_per_request
+        if chars > limit:
+            raise LimitExceeded(
+                ("body",), "max_prompt_chars_per_request", limit,
+                f"the prompts of this request hold {chars} characters, more than "
+                f"max_prompt_chars_per_request={limit}",
+            )
+
+
+def prompt_chars(prompt: ResearchPrompt | ChatPrompt) -> int:
+    """The characters a prompt brings to tokenisation (its texts, not the template around them)."""
+    if isinstance(prompt, ChatPrompt):
+        return sum(len(content) for _, content in prompt.messages)
+    chars = len(prompt.news) + len(prompt.topic)
+    if prompt.user_part is not None:
+        return chars + len(prompt.user_part)
+    if prompt.user is not None:
+        chars += len(prompt.user.name) + len(prompt.user.persona or "")
+        chars += sum(len(text) + len(reposted or "") for text, reposted in prompt.user.history)
+    return chars

@@ -171,8 +171,10 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """A message; tool calls and tool results (role tool or function) are accepted and left out of the prompt."""
+
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Text | list[TextPart] | None = None
     name: Text | None = None
 
@@ -180,6 +182,11 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -197,6 +204,8 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1)
     stop: Text | list[Text] | None = Field(None, description="up to 4 stop strings")
     stream: bool = False
+    stream_options: StreamOptions | None = Field(None, description="with stream: include_usage sends a last chunk "
+                                                 "with the usage and no choices")
 
     @model_validator(mode="after")
     def _stops(self) -> ChatCompletionRequest:
@@ -256,6 +265,12 @@ class ErrorResponse(BaseModel):
 
     detail: Any
     error: ErrorInfo
+
+
+class Liveness(BaseModel):
+    """What /healthz tells anyone: the server answers. What it serves is behind the token (/v1/health)."""
+
+    status: Literal["ok"] = "ok"
 
 
 class Health(BaseModel):

@@ -55,6 +55,12 @@ class Service:
     def model_list(self) -> ModelList:
         return ModelList(data=[ModelCard(id=model, created=self.started) for model in self.models])
 
+    def model_card(self, model: str) -> ModelCard:
+        """One served model (`GET /v1/models/{id}`, the openai client's models.retrieve)."""
+        if model not in self.models:
+            raise UnknownModel(model, self.models)
+        return ModelCard(id=model, created=self.started)
+
     async def micro(self, request: MicroRequest) -> MicroResponse:
         model = self.model_id(request.model)
         self.limits.check_user(("body", "user"), request.user)
@@ -63,7 +69,9 @@ class Service:
         sampling = self.limits.sampling(request.decoding, ("body", "decoding"))
         variant = resolve_variant(request.variant, request.user)
         prompt = ResearchPrompt(request.news, hashtag(request.topic), variant, user=profile(request.user))
-        [completions] = await self.generate(model, [Job(prompt, sampling, request.n)])
+        job = Job(prompt, sampling, request.n)
+        self.limits.check_work([job], f"n={request.n} samples")
+        [completions] = await self.generate(model, [job])
         labels = await self.label([c.text for c in completions], prompt.topic)
         return MicroResponse(
             model=model,
@@ -82,6 +90,7 @@ class Service:
         members = await self.members(request)
         jobs = [Job(member_prompt(m, request.news, topic, request.variant), sampling, request.samples_per_user)
                 for m in members]
+        self.limits.check_work(jobs, f"{len(members)} users x {request.samples_per_user} samples_per_user")
         results = await self.generate(model, jobs)
         texts = [c.text for completions in results for c in completions]
         labels = iter(await self.label(texts, topic))
@@ -105,8 +114,14 @@ class Service:
         )
         sampling = self.limits.sampling(decoding, ("body",), tokens_field="max_tokens")
         roles = {"developer": "system"}  # templates know system, user, assistant
-        messages = tuple((roles.get(m.role, m.role), m.text()) for m in request.messages)
-        [completions] = await self.generate(model, [Job(ChatPrompt(messages), sampling, request.n)])
+        # Tools are not served: tool results (and the assistant turns that only called tools) stay out.
+        messages = tuple((roles.get(m.role, m.role), m.text()) for m in request.messages
+                         if m.role not in ("tool", "function") and (m.role != "assistant" or m.content is not None))
+        if not any(role == "user" for role, _ in messages):  # refused here, not after a trip to the Generator
+            raise InvalidPrompt(("body", "messages"), "needs at least one message with role 'user'")
+        job = Job(ChatPrompt(messages), sampling, request.n)
+        self.limits.check_work([job], f"n={request.n} choices")
+        [completions] = await self.generate(model, [job])
         stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
         prompt_tokens = completions[0].prompt_tokens
         completion_tokens = sum(c.completion_tokens for c in completions)
@@ -132,9 +147,10 @@ class Service:
         """The population: a Parquet table under population_dir, or the users in the request (drawn)."""
         population = request.population
         if population.path is not None:
+            self.limits.check_text(("body", "population", "path"), population.path)
             return await asyncio.to_thread(
                 load_population, population.path, self.config.population_dir, population.sample_size,
-                population.seed, self.config.max_users_per_request, request.variant,
+                population.seed, self.config.max_users_per_request, request.variant, self.config.max_population_rows,
             )
         users = population.users or []
         self.limits.check_count(("body", "population", "users"), len(users), "max_users_per_request")
@@ -146,7 +162,9 @@ class Service:
         return [Member(name=u.name, user_id=u.user_id, profile=profile(u), variant=None) for u in users]
 
     async def generate(self, model: str, jobs: list[Job]) -> list[list[Completion]]:
-        """Jobs in chunks of about one batch, sent concurrently so that several replicas can share them."""
+        """Jobs in chunks of about one batch, sent concurrently so that several replicas can share them,
+        at most fanout_per_request at a time: a large request waits its turn instead of overflowing the
+        Generator's queue (which would answer 503 to a request that no retry could get through)."""
         chunks: list[list[Job]] = [[]]
         rows = 0
         for job in jobs:
@@ -155,7 +173,13 @@ class Service:
                 rows = 0
             chunks[-1].append(job)
             rows += job.n
-        tasks = [asyncio.ensure_future(self.call_generator(model, chunk)) for chunk in chunks]
+        gate = asyncio.Semaphore(self.config.fanout_per_request)
+
+        async def call(chunk: list[Job]) -> list[list[Completion]]:
+            async with gate:
+                return await self.call_generator(model, chunk)
+
+        tasks = [asyncio.ensure_future(call(chunk)) for chunk in chunks]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:

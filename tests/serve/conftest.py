@@ -107,7 +107,9 @@ def save_peft_lora(base_dir: Path, directory: Path) -> Path:
 
 def serve_yaml(models: TinyModels, population_dir: Path, **overrides: object) -> dict:
     """The test server's config: small limits so every limit can be hit cheaply; Serve may hand the
-    generation loop two batches of 4 at once (max_ongoing_requests // max_batch_size)."""
+    generation loop two batches of 4 at once (max_ongoing_requests // max_batch_size). The largest
+    macro request allowed (20 users x 3 samples: max_rows_per_request) needs more Generator calls
+    than the Generator takes and queues (8 + 8): it passes because a request keeps 8 in flight."""
     config = {
         "base_model": str(models.base),
         "adapters": {name: str(path) for name, path in models.adapters.items()},
@@ -117,8 +119,9 @@ def serve_yaml(models: TinyModels, population_dir: Path, **overrides: object) ->
         "batch_wait_timeout_s": 0.05,
         "max_ongoing_requests": 8,
         "max_queued_requests": 8,
-        "max_users_per_request": 4,
+        "max_users_per_request": 24,
         "max_samples_per_request": 3,
+        "max_rows_per_request": 60,  # 20 users x 3 samples: 20 Generator calls, more than its 8 + 8 slots
         "max_history_posts": 5,
         "max_text_chars": 300,
         "max_prompt_tokens": 1024,

@@ -1,9 +1,12 @@
 """The Serve application over HTTP, started once for this module (`served`, built by app_builder):
-the API's behaviour, dynamic batching, the `openai` client, a fuzz of the OpenAPI schema, overload.
+the API's behaviour, the guard in front of it (raw HTTP), dynamic batching, the `openai` client, a
+fuzz of the OpenAPI schema, overload.
 """
 
 from __future__ import annotations
 
+import select
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,16 +41,22 @@ def detail(response: requests.Response) -> list[dict]:
     return response.json()["detail"]
 
 
-def test_health_models_and_openapi_are_published(served) -> None:
+def test_only_liveness_is_public_and_health_models_and_docs_need_the_token(served) -> None:
     health = served.get("/healthz", token=None)
-    assert health.status_code == 200
-    assert health.json() == {
+    assert health.status_code == 200 and health.json() == {"status": "ok"}  # nothing about what is served
+    for path in ("/v1/health", "/v1/models", "/v1/models/alpha", "/openapi.json", "/docs", "/redoc", "/nowhere"):
+        refused = served.get(path, token=None)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", path
+        assert "alpha" not in refused.text, path
+    assert served.get("/v1/health").json() == {
         "status": "ok", "models": ["base", "alpha", "beta", "lora"], "default_model": "alpha",
         "labeler": "placeholder-unlabelled",
     }
     assert [m["id"] for m in served.get("/v1/models").json()["data"]] == ["base", "alpha", "beta", "lora"]
-    paths = served.get("/openapi.json", token=None).json()["paths"]
-    assert {"/v1/predict/micro", "/v1/predict/macro", "/v1/chat/completions", "/v1/models", "/healthz"} <= set(paths)
+    paths = served.get("/openapi.json").json()["paths"]
+    assert {"/v1/predict/micro", "/v1/predict/macro", "/v1/chat/completions", "/v1/models", "/v1/models/{model_id}",
+            "/v1/health", "/healthz"} <= set(paths)
+    assert served.get("/docs").status_code == 200 and served.get("/nowhere").status_code == 404
 
 
 def test_auth_is_enforced_on_the_api_when_a_token_is_configured(served) -> None:
@@ -121,11 +130,84 @@ def test_oversize_input_gets_413_naming_the_limit(served) -> None:
         assert response.status_code == 413, (limit, response.text)
         [item] = detail(response)
         assert item["ctx"]["limit"] == limit and limit in item["msg"] and item["loc"] == loc
-    users = [{"name": f"u{i}"} for i in range(5)]
+    users = [{"name": f"u{i}"} for i in range(25)]
     macro = served.post("/v1/predict/macro", {"news": "n", "topic": "t", "population": {"users": users}})
     assert macro.status_code == 413 and detail(macro)[0]["ctx"]["limit"] == "max_users_per_request"
+    work = served.post("/v1/predict/macro", {"news": "n", "topic": "t", "population": {"users": users[:24]},
+                                             "samples_per_user": 3})
+    assert work.status_code == 413 and detail(work)[0]["ctx"]["limit"] == "max_rows_per_request", work.text
+    assert "24 users x 3 samples_per_user = 72" in detail(work)[0]["msg"]
     huge = served.post("/v1/predict/micro", micro(news="x" * 70_000))
     assert huge.status_code == 413 and detail(huge)[0]["ctx"]["limit"] == "max_request_bytes"
+
+
+# -- The guard, in raw HTTP: auth and the body's size before any body is read ----------------------
+# Each request below leaves its body unfinished (a chunked body without its last chunk, or fewer
+# bytes than its Content-Length): the server can answer only if it answers without the whole body.
+
+def raw_answer(served, head: list[str], body_parts: list[bytes], token: str | None = None) -> tuple[int, bytes]:
+    """Send the request line and headers, then `body_parts` (stopping early if the server has
+    answered), and never the rest; returns the status and the body of the server's answer."""
+    host, port = served.url.removeprefix("http://").split(":")
+    lines = [*head, f"Host: {host}:{port}", "Content-Type: application/json"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        for part in body_parts:
+            if select.select([connection], [], [], 0.05)[0]:
+                break  # answered already
+            try:
+                connection.sendall(part)
+            except OSError:  # the server closed its side after answering
+                break
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # a read timeout (30 s) fails the test: no answer came
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.partition(b"\r\n\r\n")[2]
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+MICRO_LINE = "POST /v1/predict/micro HTTP/1.1"
+CHUNKED = [MICRO_LINE, "Transfer-Encoding: chunked"]
+
+
+def test_a_chunked_body_without_a_token_gets_401_before_it_is_sent(served) -> None:
+    parts = [chunk(b"x" * 16384)] * 40  # 640 KB of it, never finished
+    assert raw_answer(served, CHUNKED, parts)[0] == 401
+    assert raw_answer(served, CHUNKED, parts, token="wrong-token-123456")[0] == 401
+    # Not JSON, and no token: the token is checked first, so 401 (not 422).
+    assert raw_answer(served, CHUNKED, [chunk(b'{"user": '), b"0\r\n\r\n"])[0] == 401
+    assert raw_answer(served, CHUNKED, [chunk(b'{"user": '), b"0\r\n\r\n"], token=served.token)[0] == 422
+
+
+def test_a_chunked_body_is_counted_as_it_streams_and_refused_past_the_limit(served) -> None:
+    parts = [chunk(b"x" * 16384)] * 40  # the limit is 64 KB: refused after the fifth chunk
+    status, body = raw_answer(served, CHUNKED, parts, token=served.token)
+    assert status == 413 and b"max_request_bytes" in body
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(served) -> None:
+    head = [MICRO_LINE, "Content-Length: 40000000"]
+    assert raw_answer(served, head, [b"{"], token=served.token)[0] == 413
+    assert raw_answer(served, head, [b"{"])[0] == 401  # and without a token, 401 first
+    assert raw_answer(served, [MICRO_LINE, "Content-Length: 12"], [b"{"])[0] == 401
+
+
+def test_a_chunked_body_within_the_limit_is_served(served) -> None:
+    import json
+
+    data = json.dumps(micro(decoding={"temperature": 0, "max_new_tokens": 2})).encode()
+    parts = [chunk(data[:40]), chunk(data[40:]), b"0\r\n\r\n"]
+    status, body = raw_answer(served, [*CHUNKED, "Connection: close"], parts, token=served.token)
+    assert status == 200, body
 
 
 def test_unknown_model_is_404(served) -> None:
@@ -151,7 +233,7 @@ def test_macro_with_users_gives_counts_distribution_and_samples(served) -> None:
 
 def test_macro_population_from_an_sft_parquet_under_population_dir(served) -> None:
     rows = []
-    for i in range(6):
+    for i in range(30):  # more users than max_users_per_request (24)
         for variant in ("full", "without_persona"):
             rows.append({
                 "id": f"t|{i}|m{i}|{variant}", "split": "test", "variant": variant, "topic": "t", "news": "旧闻",
@@ -168,9 +250,24 @@ def test_macro_population_from_an_sft_parquet_under_population_dir(served) -> No
     assert result["users"] == 3 and len({u["user_id"] for u in result["per_user"]}) == 3
     whole = served.post("/v1/predict/macro", {**body, "population": {"path": "sft.parquet"}})
     assert whole.status_code == 413 and "sample_size" in detail(whole)[0]["msg"]
-    for path in ("../outside.parquet", "/etc/passwd", "missing.parquet"):
+    for path in ("../outside.parquet", "/etc/passwd", "missing.parquet", "sft\x00.parquet", "sft.parquet/.."):
         refused = served.post("/v1/predict/macro", {**body, "population": {"path": path}})
         assert refused.status_code == 422 and detail(refused)[0]["loc"] == ["body", "population", "path"], path
+        assert str(served.population_dir) not in refused.text and "/tmp" not in refused.text, refused.text
+    (served.population_dir / "cut.parquet").write_bytes((served.population_dir / "sft.parquet").read_bytes()[:-100])
+    cut = served.post("/v1/predict/macro", {**body, "population": {"path": "cut.parquet"}})
+    assert cut.status_code == 422 and "Parquet" in cut.text and str(served.population_dir) not in cut.text
+
+
+def test_the_largest_request_allowed_succeeds_on_an_idle_server(served) -> None:
+    # 20 users x 3 samples: 20 Generator calls of one user each, while the Generator takes 8 and
+    # queues 8 more; the request keeps fanout_per_request (8) in flight, the rest wait their turn.
+    users = [{"name": f"用户{i}", "persona": "乐观" * i} for i in range(20)]
+    body = {"news": "上海暴雨。", "topic": "上海暴雨", "population": {"users": users}, "samples_per_user": 3,
+            "decoding": {"max_new_tokens": 2}}
+    response = served.post("/v1/predict/macro", body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["users"] == 20 and response.json()["posts"] == 60
 
 
 # -- Dynamic batching: concurrent requests share batches, and batching changes no greedy output ------
@@ -269,6 +366,33 @@ def test_streaming_and_errors_through_the_openai_client(client, served) -> None:
     assert "max_tokens: at most 16 (max_new_tokens_limit)" in too_long.value.body["message"]
 
 
+def test_model_retrieval_usage_in_streams_and_tool_messages_through_the_openai_client(client) -> None:
+    assert client.models.retrieve("beta").id == "beta"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gamma")
+    messages = [{"role": "user", "content": "你好"}]
+    chunks = list(client.chat.completions.create(model="alpha", messages=messages, temperature=0, max_tokens=4,
+                                                 stream=True, stream_options={"include_usage": True}))
+    *text_chunks, last = chunks
+    assert last.choices == [] and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    assert last.usage.completion_tokens > 0 and all(c.usage is None for c in text_chunks)
+    plain = list(client.chat.completions.create(model="alpha", messages=messages, max_tokens=4, stream=True))
+    assert all(c.choices for c in plain)  # no usage chunk unless asked for
+    with_tools = [
+        {"role": "user", "content": "北京天气怎么样？"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "晴"},
+        {"role": "user", "content": "那出去走走？"},
+    ]
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    reply = client.chat.completions.create(model="alpha", messages=with_tools, tools=tools, temperature=0,
+                                           max_tokens=4)
+    alone = client.chat.completions.create(model="alpha", messages=[with_tools[0], with_tools[3]], temperature=0,
+                                           max_tokens=4)
+    assert reply.choices[0].message.content == alone.choices[0].message.content  # tool turns left out
+
+
 def test_the_openai_client_reaches_every_endpoint(client, served) -> None:
     one = client.post("/predict/micro", cast_to=object, body={
         "model": "beta", "user": {"name": "小明"}, "news": "北京发布新政。", "topic": "北京交通新政", "n": 2,
@@ -280,6 +404,7 @@ def test_the_openai_client_reaches_every_endpoint(client, served) -> None:
     assert crowd["posts"] == 2 and crowd["labeler"] == "placeholder-unlabelled"
     root = openai.OpenAI(base_url=served.url, api_key=served.token, max_retries=0)
     assert root.get("/healthz", cast_to=object)["status"] == "ok"
+    assert client.get("/health", cast_to=object)["default_model"] == "alpha"
 
 
 # -- Property-based fuzz of the published OpenAPI schema: no request body ever gets a 5xx -------------
@@ -288,7 +413,7 @@ def test_the_openai_client_reaches_every_endpoint(client, served) -> None:
 # unknown field added, or a body that is arbitrary JSON altogether.
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
@@ -341,6 +466,8 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any]) -> st.Search
 def _field(name: str, schema: dict[str, Any], components: dict[str, Any]) -> st.SearchStrategy:
     if name == "model":  # mostly served models, so that bodies get past the 404
         return st.sampled_from(["alpha", "beta", "base"]) | from_schema(schema, components)
+    if name == "role":  # often a user, so that conversations get past "needs a user message"
+        return st.just("user") | from_schema(schema, components)
     return from_schema(schema, components)
 
 
@@ -363,7 +490,7 @@ ENDPOINTS = ["/v1/predict/micro", "/v1/predict/macro", "/v1/chat/completions"]
 
 @pytest.fixture(scope="module")
 def openapi(served) -> dict[str, Any]:
-    return served.get("/openapi.json", token=None).json()
+    return served.get("/openapi.json").json()
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)

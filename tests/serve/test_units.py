@@ -100,8 +100,8 @@ def test_population_tables_and_paths(tmp_path: Path) -> None:
     assert [(m.name, m.user_id, m.profile.history, m.profile.persona) for m in members] == [
         ("a", "1", (("h1", None), ("h2", None)), "p"), ("b", "2", (), None), ("c", "3", (), None)
     ]
-    drawn = load_population(str(tmp_path / "users.parquet"), tmp_path, sample_size=2, seed=1, max_users=2)
-    assert len(drawn) == 2 and drawn == load_population("users.parquet", tmp_path, 2, 1, 2)
+    drawn = load_population("users.parquet", tmp_path, sample_size=2, seed=1, max_users=2)
+    assert len(drawn) == 2 and drawn == load_population("./users.parquet", tmp_path, 2, 1, 2)
     with pytest.raises(LimitExceeded, match="max_users_per_request"):
         load_population("users.parquet", tmp_path, None, 0, max_users=2)
     pq.write_table(pa.table({"text": ["x"]}), tmp_path / "posts.parquet")
@@ -110,7 +110,7 @@ def test_population_tables_and_paths(tmp_path: Path) -> None:
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(InvalidPrompt, match="cannot read it as Parquet"):
         load_population("junk.parquet", tmp_path, None, 0, 5)
-    for bad, reason in (("../x.parquet", "under"), ("/etc/hostname", "under"), ("nope.parquet", "no such")):
+    for bad, reason in (("../x.parquet", "'..'"), ("/etc/hostname", "relative"), ("nope.parquet", "no such")):
         with pytest.raises(InvalidPrompt, match=reason):
             resolve_path(bad, tmp_path)
     with pytest.raises(InvalidPrompt, match="disabled"):
