@@ -203,6 +203,8 @@ def _xpath_rich_text(element) -> tuple[str, list[str], list[str], str | None]:
                 label = parsers.clean_text("".join(t for t in child.xpath(".//text()[not(ancestor::i)]")))
                 if child.get("action-type") in ("fl_fold", "fl_unfold"):
                     pass
+                elif child.xpath('.//i[contains(@class, "wbicon") and normalize-space(.)="L"]'):
+                    pass  # a video/live card: markup, not text
                 elif child.xpath('.//i[contains(@class, "wbicon") and normalize-space(.)="2"]'):
                     location = label or None
                 else:
