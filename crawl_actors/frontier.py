@@ -34,6 +34,7 @@ class Task:
     params: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0  # failures that were the page's fault (bad body, network, unexpected status)
     deferrals: int = 0  # retries that were not: throttled, 5xx, its cookie died, no cookie free
+    lease: int = 0  # which lease of the task this copy was handed out under (0: not a leased copy)
 
     @property
     def id(self) -> str:
@@ -51,6 +52,9 @@ class Task:
         if counted:
             return Task(self.kind, self.key, self.params, self.attempts + 1, self.deferrals)
         return Task(self.kind, self.key, self.params, self.attempts, self.deferrals + 1)
+
+    def leased_as(self, lease: int) -> Task:
+        return Task(self.kind, self.key, self.params, self.attempts, self.deferrals, lease)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class FrontierState:
         self.tasks: dict[str, Task] = {}
         self.pending: OrderedDict[str, None] = OrderedDict()
         self.leased: dict[str, float] = {}
+        self.leases: dict[str, int] = {}  # how often each task was leased: a lease's number tells its holder
         self.done: set[str] = set()
         self._file = None
         if journal is not None:
@@ -98,13 +103,15 @@ class FrontierState:
         while self.pending and len(taken) < count:
             task_id, _ = self.pending.popitem(last=False)
             self.leased[task_id] = now + lease_s
-            taken.append(self.tasks[task_id])
+            self.leases[task_id] = self.leases.get(task_id, 0) + 1
+            taken.append(self.tasks[task_id].leased_as(self.leases[task_id]))
         return taken
 
-    def renew(self, task_id: str, lease_s: float, now: float) -> bool:
-        """Extend a lease still held (also one past its deadline that nobody took yet); False when the
-        task went back to the queue or is done: then its holder must leave it alone."""
-        if task_id not in self.leased:
+    def renew(self, task_id: str, lease: int, lease_s: float, now: float) -> bool:
+        """Extend lease number `lease` of a task if it is still held under it (also past its deadline
+        while nobody took it); False when the task went back to the queue, was leased again (to another
+        worker) or is done: then the holder of that old lease must leave the task alone."""
+        if task_id not in self.leased or self.leases.get(task_id) != lease:
             return False
         self.leased[task_id] = now + lease_s
         return True
@@ -196,8 +203,8 @@ def _remote_frontier_actor() -> Any:
         def lease(self, count: int, lease_s: float) -> list[str]:
             return [t.to_json() for t in self.state.lease(count, lease_s, time.monotonic())]
 
-        def renew(self, task_id: str, lease_s: float) -> bool:
-            return self.state.renew(task_id, lease_s, time.monotonic())
+        def renew(self, task_id: str, lease: int, lease_s: float) -> bool:
+            return self.state.renew(task_id, lease, lease_s, time.monotonic())
 
         def complete(self, task_ids: list[str]) -> None:
             self.state.complete(task_ids)
@@ -226,8 +233,8 @@ class ActorFrontier:
     async def lease(self, count: int, lease_s: float) -> list[Task]:
         return [Task.from_json(t) for t in await self.handle.lease.remote(count, lease_s)]
 
-    async def renew(self, task_id: str, lease_s: float) -> bool:
-        return await self.handle.renew.remote(task_id, lease_s)
+    async def renew(self, task: Task, lease_s: float) -> bool:
+        return await self.handle.renew.remote(task.id, task.lease, lease_s)
 
     async def complete(self, task_ids: list[str]) -> None:
         if task_ids:
@@ -255,7 +262,8 @@ for i = 1, #ARGV, 2 do
 end
 return added
 """
-# KEYS: tasks, pending, leased, done; ARGV: count, lease_s. Clock: Redis TIME, shared by all nodes.
+# KEYS: tasks, pending, leased, done, leases; ARGV: count, lease_s. Clock: Redis TIME, shared by all
+# nodes. Returns task json, lease number, task json, lease number, ...
 # An id can sit in pending after it was completed (its lease expired while its worker finished it):
 # such ids are skipped here instead of being searched for on every completion.
 _LUA_LEASE = """
@@ -267,20 +275,23 @@ for _, id in ipairs(expired) do
   redis.call('RPUSH', KEYS[2], id)
 end
 local out = {}
-while #out < tonumber(ARGV[1]) do
+while #out < 2 * tonumber(ARGV[1]) do
   local id = redis.call('LPOP', KEYS[2])
   if not id then break end
   local task = redis.call('HGET', KEYS[1], id)
   if task and redis.call('SISMEMBER', KEYS[4], id) == 0 then
     redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), id)
     table.insert(out, task)
+    table.insert(out, redis.call('HINCRBY', KEYS[5], id, 1))
   end
 end
 return out
 """
-# KEYS: leased; ARGV: id, lease_s. Only a lease still held is extended (ZADD XX); the Redis clock.
+# KEYS: leased, leases; ARGV: id, lease number, lease_s. Only a lease still held under that number is
+# extended (ZADD XX); the Redis clock.
 _LUA_RENEW = """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
@@ -355,12 +366,13 @@ class RedisFrontier:
 
     async def lease(self, count: int, lease_s: float) -> list[Task]:
         raw = await self._script("lease", _LUA_LEASE)(
-            keys=self._keys("tasks", "pending", "leased", "done"), args=[count, lease_s]
+            keys=self._keys("tasks", "pending", "leased", "done", "leases"), args=[count, lease_s]
         )
-        return [Task.from_json(item) for item in raw]
+        return [Task.from_json(raw[i]).leased_as(int(raw[i + 1])) for i in range(0, len(raw), 2)]
 
-    async def renew(self, task_id: str, lease_s: float) -> bool:
-        return bool(await self._script("renew", _LUA_RENEW)(keys=self._keys("leased"), args=[task_id, lease_s]))
+    async def renew(self, task: Task, lease_s: float) -> bool:
+        keys, args = self._keys("leased", "leases"), [task.id, str(task.lease), lease_s]
+        return bool(await self._script("renew", _LUA_RENEW)(keys=keys, args=args))
 
     async def complete(self, task_ids: list[str]) -> None:
         if task_ids:

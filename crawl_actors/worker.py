@@ -200,7 +200,7 @@ class CrawlWorker:
                 if done:
                     break
                 renewed = True
-                if not await self.frontier.renew(task.id, lease_s):
+                if not await self.frontier.renew(task, lease_s):
                     log.warning("lease of %s lost while waiting for a cookie; leaving it to its new holder", task.id)
                     return None
         finally:
@@ -212,7 +212,7 @@ class CrawlWorker:
         except NoUsableCookie as error:
             await self.frontier.retry(task, counted=False)  # not this task's fault; it stays for a resumed crawl
             raise StopCrawl(error.reason) from error
-        if renewed and not await self.frontier.renew(task.id, lease_s):
+        if renewed and not await self.frontier.renew(task, lease_s):
             return None
         return cookie_id
 

@@ -192,23 +192,25 @@ def test_a_cut_off_last_journal_line_is_ignored_but_corruption_is_not(tmp_path: 
         FrontierState(journal)
 
 
-def test_a_renewed_lease_outlives_its_first_deadline_and_a_finished_one_cannot_be_renewed(frontier) -> None:
+def test_only_the_holder_of_a_lease_can_renew_it(frontier) -> None:
     async def scenario():
         await frontier.add(tasks("held", "lost"))
         held, lost = await frontier.lease(2, 0.3)
         for _ in range(3):  # a worker waiting for a cookie renews every lease_s / 3
             await asyncio.sleep(0.15)
-            assert await frontier.renew(held.id, 0.3)
+            assert await frontier.renew(held, 0.3)
         await asyncio.sleep(0.2)
         others = await frontier.lease(5, 60)  # 'lost' expired and goes to another worker; 'held' does not
-        await frontier.complete([held.id, lost.id])
-        renewed_done = [await frontier.renew(task.id, 60) for task in (held, lost)]
+        old_holder = await frontier.renew(lost, 60)  # the first holder, back from a stall: not its lease now
+        new_holder = await frontier.renew(others[0], 60)
+        await frontier.complete([held.id, others[0].id])
+        after_done = [await frontier.renew(task, 60) for task in (held, others[0])]
         await _close(frontier)
-        return others, renewed_done
+        return others, old_holder, new_holder, after_done
 
-    others, renewed_done = run(scenario())
-    assert [t.key for t in others] == ["lost"]
-    assert renewed_done == [False, False]  # done: whoever still waits for a cookie for it leaves it
+    others, old_holder, new_holder, after_done = run(scenario())
+    assert [(t.key, t.lease) for t in others] == [("lost", 2)]
+    assert (old_holder, new_holder, after_done) == (False, True, [False, False])
 
 
 def test_a_crash_mid_write_can_be_resumed_again_and_again(tmp_path: Path) -> None:

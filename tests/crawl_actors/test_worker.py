@@ -122,8 +122,8 @@ class MemoryFrontier:
     async def retry(self, task: Task, counted: bool = True) -> None:
         self.state.retry(task, counted)
 
-    async def renew(self, task_id: str, lease_s: float) -> bool:
-        return self.state.renew(task_id, lease_s, 0.0)
+    async def renew(self, task: Task, lease_s: float) -> bool:
+        return self.state.renew(task.id, task.lease, lease_s, 0.0)
 
     async def counts(self):
         return self.state.counts()
@@ -135,8 +135,8 @@ class ClockFrontier(MemoryFrontier):
     async def lease(self, count: int, lease_s: float) -> list[Task]:
         return self.state.lease(count, lease_s, time.monotonic())
 
-    async def renew(self, task_id: str, lease_s: float) -> bool:
-        return self.state.renew(task_id, lease_s, time.monotonic())
+    async def renew(self, task: Task, lease_s: float) -> bool:
+        return self.state.renew(task.id, task.lease, lease_s, time.monotonic())
 
 
 @pytest.fixture()
