@@ -8,9 +8,10 @@
 
 Modules: `config` (PACLoraConfig), `layer` and `routing` (the math), `model` (injection into a
 base model), `prompt` (prompts, spans, collation), `base` (loading a local base model),
-`adapters` (the adapter files of PAC-LoRA and the peft LoRA baseline), `research` (the research
-code's adapters), `tiny` (tiny checkpoints for tests and the demo). Names resolve lazily, so
-importing `pac_lora.config` (a `--help`) never loads torch.
+`adapters` (the adapter files of PAC-LoRA and the peft LoRA baseline), `gates` (expert gate
+weights read out of a prefill), `research` (the research code's adapters), `tiny` (tiny
+checkpoints for tests and the demo). Names resolve lazily, so importing `pac_lora.config` (a
+`--help`) never loads torch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ _EXPORTS = {
     "adapter_parameter_counts": "pac_lora.model",
     "apply_pac_lora": "pac_lora.model",
     "parameter_summary": "pac_lora.model",
+    "GATE_DETAILS": "pac_lora.gates",
+    "GateDetail": "pac_lora.config",
+    "GateRecord": "pac_lora.gates",
+    "IGNORE_INDEX": "pac_lora.prompt",
     "SYSTEM_PROMPT": "pac_lora.prompt",
     "VARIANTS": "pac_lora.prompt",
     "PromptEncoding": "pac_lora.prompt",

@@ -19,6 +19,9 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 Routing = Literal["sequence", "token"]
 GateMode = Literal["both", "avg_a", "avg_b", "avg_both"]
 RouterScope = Literal["module", "layer"]
+# How expert gate weights are reported (pac_lora.gates): per target module, averaged over the
+# layers, or per wrapped linear of every layer.
+GateDetail = Literal["module", "layer"]
 
 
 class PACLoraConfig(BaseModel):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pac_lora.config import PACLoraConfig
+from pac_lora.gates import GateRecord
 from pac_lora.layer import PACLoraLinear
 from pac_lora.routing import RouterPair, RoutingState, cache_length, validate_spans
 
@@ -86,6 +87,23 @@ class PACLoraModel(nn.Module):
             yield
         finally:
             state.set_spans(*previous)
+
+    @contextmanager
+    def record_gates(self) -> Iterator[GateRecord]:
+        """Record the expert gates of the prefills run inside the block (a `generate`, a forward):
+
+            with model.record_gates() as record:
+                model.generate(...)
+            record.rows("module")   # per row: {"q_proj": {"analyze": [...], "compose": [...]}, ...}
+
+        Outside such a block nothing is recorded and routing costs nothing more (pac_lora.gates)."""
+        state: RoutingState = self._state
+        record = GateRecord(linear_routers(self.base_model))
+        previous, state.gate_record = state.gate_record, record
+        try:
+            yield record
+        finally:
+            state.gate_record = previous
 
     @contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -252,6 +270,16 @@ def _decoder_layers(model: nn.Module, targets: dict[str, nn.Linear]) -> dict[str
     if not best:
         raise ValueError("router_scope='layer' needs a list of decoder layers holding the target linears")
     return best
+
+
+def linear_routers(base_model: nn.Module) -> dict[str, str]:
+    """Each wrapped linear's path -> the key of the router pair that gates its experts."""
+    found = {}
+    for module in base_model.modules():
+        if isinstance(module, PACLoraLinear):
+            router = module.router if module.router is not None else module._layer_router
+            found[module.key] = router.key
+    return found
 
 
 def _owner(name: str, layer_routers: dict[str, RouterPair]) -> RouterPair | None:

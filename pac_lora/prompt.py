@@ -94,15 +94,24 @@ def build_prompt(
     routing: Literal["sequence", "token"] = "sequence",
     system: str = SYSTEM_PROMPT,
     max_length: int | None = None,
+    strip_prompt_end: bool = False,
 ) -> PromptEncoding:
     """Token ids, response-only labels and [start, end) spans of the user and news parts.
 
     With routing="token" the user span starts at 0 and runs to the news part (everything before
     it, as the research code does); with "sequence" it covers the user part alone.
+
+    `strip_prompt_end` (a generation prompt only) right-strips the rendered prompt as the research
+    inference does (`apply_chat_template(...).rstrip()`): with Qwen's template the prompt then ends
+    at `<|im_start|>assistant`, without the newline that training put before every response.
     """
+    if strip_prompt_end and response is not None:
+        raise ValueError("strip_prompt_end is for generation prompts: a training row keeps the template's newline")
     content = user_part + news_part + instruction_part
     prefix, suffix = _template_around(tokenizer, system, content)
     prompt_text = prefix + content + suffix
+    if strip_prompt_end:
+        prompt_text = prompt_text.rstrip()
     encoded = tokenizer(prompt_text, add_special_tokens=False, return_offsets_mapping=True)
     prompt_ids: list[int] = list(encoded["input_ids"])
     offsets: list[tuple[int, int]] = [tuple(pair) for pair in encoded["offset_mapping"]]

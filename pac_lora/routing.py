@@ -37,6 +37,8 @@ class RoutingState:
     # cached decoding. It lives on the KV cache object so that it is created and dropped with the
     # generation it belongs to; the state lets go of it when the call ends.
     gate_cache: dict[str, Any] | None = None
+    # Set inside PACLoraModel.record_gates(): every router adds its prefill gates (pac_lora.gates).
+    gate_record: Any = None
     _masks: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     _call: int = 0
 
@@ -159,6 +161,8 @@ class RouterPair(nn.Module):
         else:
             gates = self._token_gates(x, state)
         self.current = gates
+        if state.gate_record is not None and not state.decoding:
+            state.gate_record.add(self.key, gates, state)
         return gates
 
     def _sequence_gates(self, x: torch.Tensor, state: RoutingState) -> tuple[torch.Tensor, torch.Tensor]:
