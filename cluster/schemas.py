@@ -11,6 +11,13 @@ import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 STRINGS = pa.list_(pa.string())
+GATES = pa.list_(
+    pa.struct([
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("analyze", pa.list_(pa.float32()), nullable=False),
+        pa.field("compose", pa.list_(pa.float32()), nullable=False),
+    ])
+)
 
 TOPICS = pa.schema(
     [
@@ -228,6 +235,10 @@ PREDICTIONS = pa.schema(
         pa.field("adapter", pa.string()),  # adapter directory or id; null for the base model
         pa.field("prompt_tokens", pa.int64()),
         pa.field("completion_tokens", pa.int64()),
+        # With `predict return_gates=true` and a PAC-LoRA adapter: the prompt's expert gate weights, one
+        # entry per target module (name q_proj, ...; averaged over the layers) or per module of every layer
+        # (its path), each a router's weights over its analyze and compose experts; null otherwise.
+        pa.field("gates", GATES),
     ]
 )
 

@@ -4,31 +4,60 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from cluster.config import StrictModel, secret
-from cluster.stage_config import StageConfig
+from cluster.presets import PresetValue, WithPresets
+from pac_lora import GateDetail
 
 
 class DecodingConfig(StrictModel):
-    """Sampling parameters; the research defaults. temperature 0 means greedy."""
+    """Sampling parameters (the research's values), how a generation prompt ends and where generation
+    stops. temperature 0 means greedy."""
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     top_k: int = Field(20, ge=0)
     repetition_penalty: float = Field(1.2, gt=0.0)
     max_new_tokens: int = Field(256, ge=1, le=4096)
+    strip_prompt_end: bool = Field(
+        False, description="right-strip the rendered research prompt, as the research inference does (Qwen: it "
+        "ends at 'assistant' without the newline every training row had); the chat route never strips",
+    )
+    stop_tokens: Literal["model", "eos_and_pad"] = Field(
+        "model", description="model: the end tokens of the model's generation config and the tokenizer's eos; "
+        "eos_and_pad: the tokenizer's eos and pad tokens, as the research's generate call names them",
+    )
 
 
-class ServeConfig(StageConfig):
+# What `preset: research` changes in serving and predicting: the research inference's prompt bytes
+# and stop tokens (its sampling values are our defaults already).
+RESEARCH_DECODING = {
+    "decoding.strip_prompt_end": PresetValue(
+        True,
+        "training put a newline after 'assistant' before every response, so the prompt keeps it; the research "
+        "inference right-strips its prompt, and the model then starts with that newline of its own",
+    ),
+    "decoding.stop_tokens": PresetValue(
+        "eos_and_pad",
+        "the model's generation config names its own end tokens (for Qwen2.5-Instruct the same two: <|im_end|> "
+        "and <|endoftext|>); the research passes the tokenizer's eos and pad tokens",
+    ),
+}
+
+
+class ServeConfig(WithPresets):
     """The Ray Serve application for micro and macro prediction and an OpenAI-compatible API.
 
     Two deployments: `Generator` (the base model, PAC-LoRA adapters multiplexed per replica,
     dynamic batching) and `Api` (the FastAPI ingress). Limits bound what one request may ask for;
-    a request beyond one is answered 413 naming the limit.
+    a request beyond one is answered 413 naming the limit. `preset: research` prompts and stops as
+    the research inference does (docs/presets.md); an adapter's routing comes with the adapter.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, PresetValue]]] = {"research": RESEARCH_DECODING}
 
     base_model: str = Field("Qwen/Qwen2.5-7B-Instruct", description="local Hugging Face model directory")
     adapters: dict[str, str] = Field(default_factory=dict, description="adapter id -> adapter directory")
@@ -176,8 +205,22 @@ def token_problem(token: str) -> str | None:
     return None
 
 
-class PredictConfig(StageConfig):
-    """Evaluation, part 1: predictions for a test split, one row per (topic, user, sample)."""
+class PredictConfig(WithPresets):
+    """Evaluation, part 1: predictions for a test split, one row per (topic, user, sample).
+
+    `preset: research` prompts, stops and keeps rows as the research inference does (in-process;
+    through an endpoint the serve app's own config decides the prompt and stop tokens)."""
+
+    PRESETS: ClassVar[dict[str, dict[str, PresetValue]]] = {
+        "research": {
+            **RESEARCH_DECODING,
+            "max_length": PresetValue(
+                None,
+                "training saw prompts of at most 1024 tokens (longer rows were skipped), so a longer test prompt is "
+                "skipped and counted too; the research inference predicts every row, however long",
+            ),
+        }
+    }
 
     test_path: Path = Field(Path("data/dataset/sft/test"), description="SFT Parquet rows to predict (build-dataset)")
     variant: Literal["full", "without_persona", "without_history"] = Field("full", description="prompt variant")
@@ -193,5 +236,14 @@ class PredictConfig(StageConfig):
     num_workers: int = Field(1, ge=1, description="in-process: Ray actors holding a model each")
     use_gpu: bool = Field(False, description="in-process: one GPU per worker")
     max_rows: int | None = Field(None, ge=1, description="predict only the first N rows (quick checks)")
-    max_length: int = Field(1024, ge=16, description="longest prompt in tokens; longer rows are skipped and counted")
+    max_length: int | None = Field(
+        1024, ge=16, description="longest prompt in tokens; longer rows are skipped and counted (None: no limit)"
+    )
+    return_gates: bool = Field(
+        False, description="write each prediction's expert gate weights (the gates column; a PAC-LoRA adapter only)"
+    )
+    gate_detail: GateDetail = Field(
+        "module", description="module: gates per target module, averaged over the layers; layer: per module of "
+        "every layer"
+    )
     auth_token: SecretStr | None = secret("SOCIALALIGN_SERVE_TOKEN", description="bearer token of the serve app")

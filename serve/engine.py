@@ -12,6 +12,7 @@ row's greedy output is the same alone or in a batch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
@@ -45,6 +46,7 @@ class Row:
     model: LoadedModel
     encoding: PromptEncoding
     sampling: Sampling
+    gates: str | None = None  # "module" | "layer": report this row's expert gates (PAC-LoRA only)
 
 
 def load_base(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
@@ -72,11 +74,16 @@ def _shared_copy(base: Any) -> Any:
 
 
 def generate_rows(
-    rows: list[Row], tokenizer: Any, record: Callable[[int, float, str], None] | None = None
+    rows: list[Row], tokenizer: Any, record: Callable[[int, float, str], None] | None = None,
+    stop_tokens: str = "model",
 ) -> list[Completion]:
     """Completions for `rows`, in order; one `generate` per group of rows that can share it.
 
     `record(rows, seconds, model_id)` is told about each generate (for batch-size metrics).
+    `stop_tokens`: "model" stops at the end tokens of the model's generation config; "eos_and_pad"
+    at the tokenizer's eos and pad tokens, as the research inference's generate call does.
+    A row with `gates` gets its prompt's expert gates (pac_lora.gates) when its model routes; the
+    gates are recorded only for a group that has such a row.
     """
     groups: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
@@ -85,7 +92,7 @@ def generate_rows(
     for indices in groups.values():
         began = time.perf_counter()
         group = [rows[i] for i in indices]
-        for index, completion in zip(indices, list(_generate_group(group, tokenizer)), strict=True):
+        for index, completion in zip(indices, list(_generate_group(group, tokenizer, stop_tokens)), strict=True):
             results[index] = completion
         if record is not None:
             record(len(group), time.perf_counter() - began, group[0].model.model_id)
@@ -105,7 +112,7 @@ def decoding_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
     return kwargs
 
 
-def _generate_group(rows: list[Row], tokenizer: Any) -> Iterator[Completion]:
+def _generate_group(rows: list[Row], tokenizer: Any, stop_tokens: str = "model") -> Iterator[Completion]:
     loaded = rows[0].model
     device = next(loaded.model.parameters()).device
     batch = collate([row.encoding for row in rows], tokenizer.pad_token_id, padding_side="left")
@@ -113,12 +120,17 @@ def _generate_group(rows: list[Row], tokenizer: Any) -> Iterator[Completion]:
     if loaded.takes_spans:
         inputs.update(user_spans=batch["user_spans"], news_spans=batch["news_spans"])
     longest = max(row.sampling.max_new_tokens for row in rows)
-    with torch.no_grad():
-        sequences = loaded.model.generate(
-            **inputs, **decoding_kwargs(rows[0].sampling, longest), pad_token_id=tokenizer.pad_token_id
-        )
-    stops = _eos_ids(loaded.model, tokenizer)
-    for row, tokens in zip(rows, sequences[:, inputs["input_ids"].shape[1]:].tolist(), strict=True):
+    kwargs = {**decoding_kwargs(rows[0].sampling, longest), "pad_token_id": tokenizer.pad_token_id}
+    if stop_tokens == "eos_and_pad":
+        kwargs["eos_token_id"] = [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    details = {row.gates for row in rows if row.gates} if loaded.takes_spans else set()
+    recording = loaded.model.record_gates() if details else contextlib.nullcontext()
+    with torch.no_grad(), recording as gate_record:
+        sequences = loaded.model.generate(**inputs, **kwargs)
+    gates = {detail: gate_record.rows(detail) for detail in details}
+    stops = _stop_ids(loaded.model, tokenizer, stop_tokens)
+    for index, (row, tokens) in enumerate(zip(rows, sequences[:, inputs["input_ids"].shape[1]:].tolist(),
+                                              strict=True)):
         tokens = tokens[: row.sampling.max_new_tokens]
         stop = next((k for k, token in enumerate(tokens) if token in stops), None)
         kept = tokens if stop is None else tokens[:stop]
@@ -127,10 +139,14 @@ def _generate_group(rows: list[Row], tokenizer: Any) -> Iterator[Completion]:
             prompt_tokens=len(row.encoding.input_ids),
             completion_tokens=len(kept) + (stop is not None),
             finish_reason="length" if stop is None else "stop",
+            gates=gates[row.gates][index] if row.gates in gates else None,
         )
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def _stop_ids(model: Any, tokenizer: Any, stop_tokens: str = "model") -> set[int]:
+    """The token ids generation stops at (as `generate` was told), to cut each row at the first."""
+    if stop_tokens == "eos_and_pad":
+        return {int(i) for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = configured if isinstance(configured, list) else [configured]
     return {int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None}

@@ -78,8 +78,9 @@ class Generator:
 
         model_id = ray_serve.get_multiplexed_model_id() or self.config.base_model_id
         loaded = self.base_entry if model_id == self.config.base_model_id else await self.load_model(model_id)
-        encodings = await encode_jobs(self.tokenizer, jobs, loaded.routing, self.config.max_prompt_tokens)
-        rows = [Row(loaded, encoding, job.sampling) for job, encoding in zip(jobs, encodings, strict=True)
+        encodings = await encode_jobs(self.tokenizer, jobs, loaded.routing, self.config.max_prompt_tokens,
+                                      self.config.decoding.strip_prompt_end)
+        rows = [Row(loaded, encoding, job.sampling, job.gates) for job, encoding in zip(jobs, encodings, strict=True)
                 for _ in range(job.n)]
         done = iter(await asyncio.gather(*(self.batched(row) for row in rows)))
         return [[next(done) for _ in range(job.n)] for job in jobs]
@@ -116,7 +117,9 @@ class Generator:
             rows, futures = self._take()
             began = time.monotonic()
             try:
-                completions = await asyncio.to_thread(generate_rows, rows, self.tokenizer, self._record)
+                completions = await asyncio.to_thread(
+                    generate_rows, rows, self.tokenizer, self._record, self.config.decoding.stop_tokens
+                )
             except Exception as error:  # the callers get it; the loop goes on
                 log.exception("generate failed for %d rows", len(rows))
                 for future in futures:
@@ -194,10 +197,14 @@ class Generator:
         return loaded
 
 
-async def encode_jobs(tokenizer: Any, jobs: list[Job], routing: str, max_tokens: int) -> list[Any]:
+async def encode_jobs(
+    tokenizer: Any, jobs: list[Job], routing: str, max_tokens: int, strip_prompt_end: bool = False
+) -> list[Any]:
     """Every job's prompt encoding, tokenised in a worker thread: a chat of megabytes takes the
     tokenizer a while, and on the event loop it would hold up every other request meanwhile.
     (Tokenizing and decoding only read the fast tokenizer, so threads may share it.)"""
     from serve.prompts import encode
 
-    return await asyncio.to_thread(lambda: [encode(tokenizer, job.prompt, routing, max_tokens) for job in jobs])
+    return await asyncio.to_thread(
+        lambda: [encode(tokenizer, job.prompt, routing, max_tokens, strip_prompt_end) for job in jobs]
+    )

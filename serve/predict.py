@@ -40,6 +40,9 @@ def run(config: PredictConfig) -> int:
         raise ConfigError(f"test_path: no {config.variant} rows in {config.test_path} (run socialalign build-dataset)")
     if not config.endpoint and not (Path(config.base_model) / "config.json").is_file():
         raise ConfigError(f"base_model: {config.base_model} is not a local Hugging Face model directory")
+    if config.return_gates and not config.endpoint and not _is_pac_lora(config.adapter):
+        raise ConfigError(f"return_gates: only a PAC-LoRA adapter has expert gates; adapter={config.adapter} "
+                          f"is {'the base model' if not config.adapter else 'not one'}")
     if config.endpoint:
         predicted = asyncio.run(predict_via_endpoint(config, rows.to_pylist()))
     else:
@@ -53,6 +56,12 @@ def run(config: PredictConfig) -> int:
     print(f"predicted {table.num_rows} posts for {rows.num_rows} rows ({config.method})"
           + (f", {skipped} skipped ({why})" if skipped else "") + f": {config.output_path}")
     return 0
+
+
+def _is_pac_lora(adapter: str | None) -> bool:
+    from pac_lora import PAC_LORA, adapter_format
+
+    return adapter is not None and adapter_format(adapter) == PAC_LORA
 
 
 def load_rows(config: PredictConfig) -> pa.Table:
@@ -96,21 +105,25 @@ class Predictor:
         from pac_lora import PromptTooLong, build_prompt
         from serve.engine import Row, generate_rows
 
+        config = self.config
+        gates = config.gate_detail if config.return_gates else None
         items, rows = [], []
         for item in batch.to_pylist():
             try:
                 encoding = build_prompt(self.tokenizer, item["user_part"], item["news_part"], item["instruction_part"],
-                                        routing=self.model.routing, max_length=self.config.max_length)
+                                        routing=self.model.routing, max_length=config.max_length,
+                                        strip_prompt_end=config.decoding.strip_prompt_end)
             except PromptTooLong as error:
                 log.warning("skipped %s: %s", item["id"], error)
                 continue
             items.append(item)
-            rows.append(Row(self.model, encoding, self.sampling))
+            rows.append(Row(self.model, encoding, self.sampling, gates))
         out = []
-        for sample in range(self.config.samples_per_user):
-            for item, completion in zip(items, generate_rows(rows, self.tokenizer) if rows else [], strict=True):
-                out.append(_prediction(self.config, item, sample, completion.text, completion.prompt_tokens,
-                                       completion.completion_tokens))
+        for sample in range(config.samples_per_user):
+            done = generate_rows(rows, self.tokenizer, stop_tokens=config.decoding.stop_tokens) if rows else []
+            for item, completion in zip(items, done, strict=True):
+                out.append(_prediction(config, item, sample, completion.text, completion.prompt_tokens,
+                                       completion.completion_tokens, completion.gates))
         return pa.Table.from_pylist(out, schema=PREDICTIONS)
 
 
@@ -131,7 +144,8 @@ async def predict_via_endpoint(config: PredictConfig, rows: list[dict[str, Any]]
                 body = await _post(session, url, _micro_request(config, item), item["id"], tally)
             if body is None:
                 return []
-            return [_prediction(config, item, sample, p["text"], body["prompt_tokens"], p["completion_tokens"])
+            return [_prediction(config, item, sample, p["text"], body["prompt_tokens"], p["completion_tokens"],
+                                body.get("gates"))
                     for sample, p in enumerate(body["predictions"])]
 
         results = await asyncio.gather(*(one(item) for item in rows))
@@ -192,17 +206,26 @@ def _micro_request(config: PredictConfig, item: dict[str, Any]) -> dict[str, Any
     }
     if config.model:
         request["model"] = config.model
+    if config.return_gates:
+        request.update(return_gates=True, gate_detail=config.gate_detail)
     return request
 
 
 def _prediction(config: PredictConfig, item: dict[str, Any], sample: int, text: str, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
+                completion_tokens: int, gates: dict[str, dict[str, list[float]]] | None = None) -> dict[str, Any]:
     return {
         "method": config.method, "topic": item["topic"], "user_id": item["user_id"], "mid": item["mid"],
         "sample": sample, "variant": item["variant"], "prediction": text, "real": item["output"],
         "adapter": config.adapter or config.model, "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
+        "completion_tokens": completion_tokens, "gates": gate_entries(gates),
     }
+
+
+def gate_entries(gates: dict[str, dict[str, list[float]]] | None) -> list[dict[str, Any]] | None:
+    """Gates by name (as the engine and the micro API give them) as the predictions table stores them."""
+    if gates is None:
+        return None
+    return [{"name": name, "analyze": entry["analyze"], "compose": entry["compose"]} for name, entry in gates.items()]
 
 
 if __name__ == "__main__":

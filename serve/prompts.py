@@ -30,20 +30,26 @@ _MARK = "\u0000SOCIALALIGN_LAST_USER_MESSAGE\u0000"
 IGNORE_INDEX = -100
 
 
-def encode(tokenizer: Any, prompt: ResearchPrompt | ChatPrompt, routing: str, max_tokens: int) -> PromptEncoding:
+def encode(
+    tokenizer: Any, prompt: ResearchPrompt | ChatPrompt, routing: str, max_tokens: int, strip_prompt_end: bool = False
+) -> PromptEncoding:
+    """`strip_prompt_end` (research prompts only) right-strips the rendered prompt as the research inference does."""
     if isinstance(prompt, ChatPrompt):
         return chat_encoding(tokenizer, prompt, routing, max_tokens)
-    return research_encoding(tokenizer, prompt, routing, max_tokens)
+    return research_encoding(tokenizer, prompt, routing, max_tokens, strip_prompt_end)
 
 
-def research_encoding(tokenizer: Any, prompt: ResearchPrompt, routing: str, max_tokens: int) -> PromptEncoding:
+def research_encoding(
+    tokenizer: Any, prompt: ResearchPrompt, routing: str, max_tokens: int, strip_prompt_end: bool = False
+) -> PromptEncoding:
     user = prompt.user or UserProfile(name="")
     history = [format_history_post(text, reposted) for text, reposted in user.history]
     parts = research_prompt_parts(user.name, history, user.persona, prompt.news, prompt.topic, prompt.variant)
     user_part = parts.user_part if prompt.user_part is None else prompt.user_part
     try:
         return build_prompt(
-            tokenizer, user_part, parts.news_part, parts.instruction_part, routing=routing, max_length=max_tokens
+            tokenizer, user_part, parts.news_part, parts.instruction_part, routing=routing, max_length=max_tokens,
+            strip_prompt_end=strip_prompt_end,
         )
     except PromptTooLong as error:
         message = str(error).replace("max_length", "max_prompt_tokens")  # "prompt is N tokens, more than ..."

@@ -64,6 +64,7 @@ class Job:
     prompt: ResearchPrompt | ChatPrompt
     sampling: Sampling
     n: int = 1
+    gates: str | None = None  # "module" | "layer": also report the expert gates (PAC-LoRA; pac_lora.gates)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn) | "length" (max_new_tokens reached)
+    # The prompt's expert gates when its job asked for them and the model routes (PAC-LoRA):
+    # {name: {"analyze": [...], "compose": [...]}} (pac_lora.GateRecord.rows); None otherwise.
+    gates: dict[str, dict[str, list[float]]] | None = None
 
 
 class LimitExceeded(ValueError):

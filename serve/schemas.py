@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from pac_lora import GateDetail
 from serve.sentiment import LABELS
 
 
@@ -82,6 +83,20 @@ class MicroRequest(Strict):
     variant: Variant = Field("auto", description="prompt variant; auto: full, or without the parts the user lacks")
     n: int = Field(1, ge=1, description="number of predicted posts (samples)")
     decoding: Decoding = Field(default_factory=Decoding)
+    return_gates: bool = Field(
+        False, description="also return the prompt's expert gate weights (PAC-LoRA adapters; null for other models)"
+    )
+    gate_detail: GateDetail = Field(
+        "module", description="module: per target module, averaged over the layers; layer: per module of every layer"
+    )
+
+
+class ExpertGates(BaseModel):
+    """A router's weights over its experts (each list sums to 1): analyze experts, chosen from the news
+    part, and compose experts, chosen from the user part. Token routing: the mean over the span's tokens."""
+
+    analyze: list[float]
+    compose: list[float]
 
 
 class Prediction(BaseModel):
@@ -97,6 +112,10 @@ class MicroResponse(BaseModel):
     variant: str
     prompt_tokens: int
     predictions: list[Prediction]
+    gates: dict[str, ExpertGates] | None = Field(
+        None, description="with return_gates: the expert gates of the prompt, by target module (q_proj, ...) or by "
+        "module path per layer; the same for every sample"
+    )
 
 
 class Population(Strict):

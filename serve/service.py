@@ -69,7 +69,7 @@ class Service:
         sampling = self.limits.sampling(request.decoding, ("body", "decoding"))
         variant = resolve_variant(request.variant, request.user)
         prompt = ResearchPrompt(request.news, hashtag(request.topic), variant, user=profile(request.user))
-        job = Job(prompt, sampling, request.n)
+        job = Job(prompt, sampling, request.n, gates=request.gate_detail if request.return_gates else None)
         self.limits.check_work([job], f"n={request.n} samples")
         [completions] = await self.generate(model, [job])
         labels = await self.label([c.text for c in completions], prompt.topic)
@@ -79,6 +79,7 @@ class Service:
             variant=variant,
             prompt_tokens=completions[0].prompt_tokens,
             predictions=[prediction(c, label) for c, label in zip(completions, labels, strict=True)],
+            gates=completions[0].gates if request.return_gates else None,
         )
 
     async def macro(self, request: MacroRequest) -> MacroResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pac_lora import adapter_format, build_prompt, research_prompt_parts
+from pac_lora import PACLoraConfig, adapter_format, build_prompt, research_prompt_parts
 from pac_lora.layer import PACLoraLinear
 from serve.engine import LoadedModel, Row, generate_rows, load_any_adapter, load_base
 from serve.prompts import encode
@@ -168,3 +168,174 @@ def test_predict_in_process_loads_a_peft_lora(tiny_models) -> None:
     encoding = build_prompt(predictor.tokenizer, parts.user_part, parts.news_part, parts.instruction_part)
     assert predicted["prediction"] == peft_generate(tiny_models, encoding.input_ids, 6)
     assert predicted["method"] == "lora" and predictor(pa.Table.from_pylist([row])).schema == PREDICTIONS
+
+
+# -- preset: research (the research inference's prompt bytes and stop tokens; predict keeps every row) --
+
+
+def test_the_research_presets_set_exactly_the_fields_they_list() -> None:
+    from cluster.config import load_config
+    from serve.config import PredictConfig, ServeConfig
+
+    for model in (ServeConfig, PredictConfig):
+        default = model().model_dump()
+        preset = load_config(model, overrides=["preset=research"], environ={}).model_dump()
+        changed = {name for name in default if default[name] != preset[name]} - {"preset", "decoding"}
+        changed |= {f"decoding.{k}" for k in default["decoding"] if default["decoding"][k] != preset["decoding"][k]}
+        assert changed == set(model.PRESETS["research"]), model.__name__
+    assert load_config(ServeConfig, overrides=["preset=research", "decoding.stop_tokens=model"],
+                       environ={}).decoding.stop_tokens == "model"  # what you set wins
+
+
+def test_strip_prompt_end_prompts_as_the_research_inference_in_serve_and_predict(models) -> None:
+    import asyncio
+
+    from serve.generator import encode_jobs
+    from serve.protocol import Job
+
+    _, tokenizer = models
+    prompt = prompts()[0]
+    default = encode(tokenizer, prompt, "token", 2048)
+    stripped = encode(tokenizer, prompt, "token", 2048, strip_prompt_end=True)
+    assert tokenizer.decode(default.input_ids).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(stripped.input_ids) == tokenizer.decode(default.input_ids).removesuffix("\n")
+    assert stripped.input_ids == default.input_ids[:-1] and stripped.news_span == default.news_span
+    # The Generator encodes its jobs so (ServeConfig.decoding.strip_prompt_end); the chat route never strips.
+    jobs = [Job(prompt, GREEDY), Job(prompts()[-1], GREEDY)]
+    research, chat = asyncio.run(encode_jobs(tokenizer, jobs, "token", 2048, strip_prompt_end=True))
+    assert research == stripped and chat == encode(tokenizer, prompts()[-1], "token", 2048)
+
+
+def test_eos_and_pad_stops_at_the_pad_token_as_the_research_generate_call(models) -> None:
+    import copy
+
+    loaded, tokenizer = models
+    row = Row(loaded["alpha"], encode(tokenizer, prompts()[0], "sequence", 2048), GREEDY)
+    [free] = generate_rows([row], tokenizer)
+    assert free.completion_tokens == GREEDY.max_new_tokens and free.finish_reason == "length"
+    # A tokenizer whose pad token is a token this row generates, first at position k >= 1 (one row:
+    # nothing is padded, so only where generation stops can change).
+    tokens = generate_tokens(loaded["alpha"], row)
+    k = next(k for k in range(1, len(tokens)) if tokens[k] not in tokens[:k])
+    padded = copy.deepcopy(tokenizer)
+    padded.pad_token = padded.convert_ids_to_tokens(tokens[k])
+    [model_stops] = generate_rows([row], padded, stop_tokens="model")
+    [research_stops] = generate_rows([row], padded, stop_tokens="eos_and_pad")
+    assert (model_stops.completion_tokens, model_stops.finish_reason) == (GREEDY.max_new_tokens, "length")
+    assert (research_stops.completion_tokens, research_stops.finish_reason) == (k + 1, "stop")
+    assert research_stops.text == tokenizer.decode(tokens[:k], skip_special_tokens=True).strip()
+
+
+def generate_tokens(loaded: LoadedModel, row: Row) -> list[int]:
+    ids = torch.tensor([row.encoding.input_ids])
+    spans = {"user_spans": torch.tensor([row.encoding.user_span]), "news_spans": torch.tensor([row.encoding.news_span])}
+    out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                max_new_tokens=GREEDY.max_new_tokens, repetition_penalty=1.2, temperature=None,
+                                top_p=None, top_k=None, **spans)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def test_predict_research_predicts_prompts_longer_than_1024_tokens(tiny_models) -> None:
+    import pyarrow as pa
+
+    from cluster.config import load_config
+    from serve.config import PredictConfig
+    from serve.predict import Predictor
+
+    prompt = prompts()[0]
+    history = ["今天天气不错，出去走走，支持新的交通政策。"] * 120  # a prompt of well over 1024 tokens
+    parts = research_prompt_parts(prompt.user.name, history, prompt.user.persona, prompt.news, prompt.topic, "full")
+    row = sft_row(parts, prompt.topic)
+    overrides = [f"base_model={tiny_models.base}", f"adapter={tiny_models.adapters['beta']}", "method=pac_lora",
+                 "decoding.temperature=0", "decoding.max_new_tokens=4"]
+    default = Predictor(load_config(PredictConfig, overrides=overrides, environ={}))
+    research = Predictor(load_config(PredictConfig, overrides=[*overrides, "preset=research"], environ={}))
+    encoding = build_prompt(default.tokenizer, parts.user_part, parts.news_part, parts.instruction_part)
+    assert len(encoding.input_ids) > 1024
+    assert default(pa.Table.from_pylist([row])).num_rows == 0  # skipped (and logged)
+    [predicted] = research(pa.Table.from_pylist([row])).to_pylist()
+    assert predicted["prompt_tokens"] == len(encoding.input_ids) - 1  # the research prompt: no final newline
+
+
+def sft_row(parts, topic: str, user_id: str = "u1") -> dict:
+    return {"id": f"t|{user_id}|m1|full", "topic": topic, "user_id": user_id, "mid": "m1", "variant": "full",
+            "user_part": parts.user_part, "news_part": parts.news_part, "instruction_part": parts.instruction_part,
+            "output": "真实的微博"}
+
+
+# -- expert gates out ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model_id", "routing"), [("alpha", "sequence"), ("beta", "token")])
+def test_rows_that_ask_get_their_prompts_gates_batched_or_alone(models, model_id: str, routing: str) -> None:
+    loaded, tokenizer = models
+    model = loaded[model_id]
+    encodings = [encode(tokenizer, p, routing, 2048) for p in prompts()]
+    rows = [Row(model, e, GREEDY, gates="module" if k % 2 == 0 else "layer") for k, e in enumerate(encodings)]
+    rows.append(Row(model, encodings[0], GREEDY))  # one row that does not ask
+    together = generate_rows(rows, tokenizer)
+    assert together[-1].gates is None
+    assert [c.text for c in together] == [c.text for c in generate_rows([Row(model, e, GREEDY) for e in
+                                                                         [*encodings, encodings[0]]], tokenizer)]
+    for row, completion in zip(rows[:-1], together, strict=False):
+        [alone] = generate_rows([row], tokenizer)
+        assert completion.gates.keys() == alone.gates.keys()
+        for name, gates in completion.gates.items():
+            assert gates["analyze"] == pytest.approx(alone.gates[name]["analyze"], abs=1e-5)
+            assert gates["compose"] == pytest.approx(alone.gates[name]["compose"], abs=1e-5)
+            assert sum(gates["analyze"]) == pytest.approx(1.0, abs=1e-5)
+    assert list(together[0].gates) == list(model.model.pac_config.target_modules)
+    assert all(".layers." in name for name in together[1].gates) and len(together[1].gates) == 14
+    # Without a row that asks, nothing is recorded: the model's routing state never holds a record.
+    calls = []
+    original = type(model.model).record_gates
+    try:
+        type(model.model).record_gates = lambda self: calls.append(1) or original(self)
+        generate_rows([Row(model, encodings[0], GREEDY)], tokenizer)
+    finally:
+        type(model.model).record_gates = original
+    assert calls == []
+
+
+@pytest.mark.parametrize("model_id", ["base", "lora"])
+def test_models_without_routers_report_no_gates(models, model_id: str) -> None:
+    loaded, tokenizer = models
+    row = Row(loaded[model_id], encode(tokenizer, prompts()[0], "sequence", 2048), GREEDY, gates="module")
+    assert generate_rows([row], tokenizer)[0].gates is None
+
+
+def test_predict_writes_gate_columns_for_a_pac_lora_adapter(tiny_models, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cluster.config import ConfigError
+    from cluster.schemas import PREDICTIONS, SFT
+    from serve.config import PredictConfig
+    from serve.predict import Predictor, run
+
+    prompt = prompts()[0]
+    parts = research_prompt_parts(prompt.user.name, ["今天天气不错。"], prompt.user.persona, prompt.news, prompt.topic)
+    rows = [sft_row(parts, prompt.topic, user) for user in ("u1", "u2")]
+    config = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters["alpha"]),
+                           return_gates=True, samples_per_user=2, decoding={"temperature": 0, "max_new_tokens": 4})
+    predictor = Predictor(config)
+    table = predictor(pa.Table.from_pylist(rows))
+    assert table.schema == PREDICTIONS and table.num_rows == 4
+    gates = table["gates"].to_pylist()
+    assert [entry["name"] for entry in gates[0]] == list(PACLoraConfig().target_modules)
+    assert all(g == gates[0] for g in gates)  # the same prompt: the same gates, every sample and user
+    encoding = build_prompt(predictor.tokenizer, parts.user_part, parts.news_part, parts.instruction_part)
+    [served] = generate_rows([Row(predictor.model, encoding, GREEDY, gates="module")], predictor.tokenizer)
+    written = [w for entry in gates[0] for side in ("analyze", "compose") for w in entry[side]]
+    assert written == pytest.approx([w for g in served.gates.values() for side in g for w in g[side]], abs=1e-6)
+    layers = Predictor(config.model_copy(update={"gate_detail": "layer"}))(pa.Table.from_pylist(rows[:1]))
+    assert len(layers["gates"].to_pylist()[0]) == 14  # 7 modules x 2 layers
+    assert Predictor(config.model_copy(update={"return_gates": False}))(
+        pa.Table.from_pylist(rows[:1]))["gates"].null_count == 2
+    # Only a PAC-LoRA adapter has gates: anything else is a config error before Ray starts.
+    (tmp_path / "test").mkdir()
+    sft = {field.name: None if field.nullable else "x" for field in SFT} | {"variant": "full"}
+    pq.write_table(pa.Table.from_pylist([sft], schema=SFT), tmp_path / "test" / "part-0.parquet")
+    for adapter in (str(tiny_models.adapters["lora"]), None):
+        with pytest.raises(ConfigError, match="return_gates: only a PAC-LoRA adapter has expert gates"):
+            run(config.model_copy(update={"adapter": adapter, "test_path": tmp_path / "test"}))
