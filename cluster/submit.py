@@ -40,6 +40,8 @@ from cluster.stages import Stage
 log = logging.getLogger(__name__)
 
 # Never uploaded: environments, caches and data, which belong on shared storage, not in a job.
+# Ray matches these as .gitignore lines against paths in the working dir: the output folders are
+# anchored to its top ("/data"), so a package's own data files (crawl_actors/data/) still travel.
 UPLOAD_EXCLUDES = (
     ".venv",
     ".git",
@@ -48,10 +50,10 @@ UPLOAD_EXCLUDES = (
     ".hypothesis",
     ".cache",
     "*.egg-info",
-    "data",
-    "demo-out",
-    "out",
-    "secrets",  # cookie files live here (README): never shipped to a cluster's job store
+    "/data",
+    "/demo-out",
+    "/out",
+    "secrets",  # cookie files live here (README), at any depth: never shipped to a cluster's job store
 )
 # The cluster's own Ray runs the job (and must be the version of pyproject's pin): never pip-installed.
 NOT_PIP_INSTALLED = ("ray",)
@@ -225,8 +227,8 @@ def refuse_secret_overrides(model: type[BaseModel], overrides: Sequence[str]) ->
         found = _secret_in_override(key, value, secrets)
         if found is not None:
             raise ConfigError(
-                f"argument '{key}=***': {found} is a secret, and a secret is never put on a job's command line "
-                f"(the dashboard shows it, and so does submit); set {_env_of(found, secrets)} instead"
+                f"argument '{key}=***': a secret is never put on a job's command line (the dashboard shows it, "
+                f"and so does submit), and {found} is one; set {_env_of(found, secrets)} instead"
             )
 
 

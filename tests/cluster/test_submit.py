@@ -42,9 +42,17 @@ def test_job_runs_the_stage_module_with_the_config_relative_to_the_working_dir(t
     assert spec.metadata == {"socialalign_stage": "train"}
 
 
-def test_outputs_and_environments_are_never_uploaded(tmp_path: Path) -> None:
-    excludes = build_job(STAGES["crawl"], None, [], tmp_path).runtime_env["excludes"]
-    assert {".venv", ".git", "data", "demo-out", "out", "secrets"} <= set(excludes)
+def test_outputs_and_environments_are_never_uploaded_but_package_data_is(tmp_path: Path) -> None:
+    """Matched by Ray's own upload filter, which reads the excludes as .gitignore lines."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    excluded = _get_excludes(tmp_path, build_job(STAGES["crawl"], None, [], tmp_path).runtime_env["excludes"])
+    for left_out in (".venv/bin/python", ".git/HEAD", "data/crawl/posts/part-0.parquet", "demo-out/logs/demo.log",
+                     "out/x", "secrets/cookies.txt", "configs/secrets/cookies.txt", "cluster/__pycache__/a.pyc"):
+        assert excluded(tmp_path / left_out), left_out
+    for uploaded in ("crawl_actors/data/weibo_regions.json", "crawl_actors/job.py", "configs/crawl.yaml",
+                     "serve/out.py"):
+        assert not excluded(tmp_path / uploaded), uploaded
 
 
 def test_without_pip_the_cluster_image_provides_the_dependencies(tmp_path: Path) -> None:
@@ -124,7 +132,7 @@ def test_a_secret_anywhere_in_an_override_is_refused_without_showing_it(
     with pytest.raises(ConfigError) as refused:
         build_job(STAGES[stage], None, [override], tmp_path)
     message = str(refused.value)
-    assert f"{field} is a secret" in message and env in message and "=***'" in message
+    assert f"and {field} is one;" in message and env in message and "=***'" in message
     assert API_KEY not in message and REDIS_PASSWORD not in message
 
 
@@ -149,7 +157,7 @@ def test_every_secret_field_is_refused_however_its_override_nests_it(tmp_path: P
     text = yaml.safe_dump(nested, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
     with pytest.raises(ConfigError) as refused:
         build_job(STAGES[name], None, [f"{'.'.join(parts[:split])}={text}"], tmp_path)
-    assert value not in str(refused.value) and "is a secret" in str(refused.value)
+    assert value not in str(refused.value) and "a secret is never put on a job's command line" in str(refused.value)
 
 
 def test_overrides_that_only_look_like_secrets_pass(tmp_path: Path) -> None:
@@ -212,7 +220,8 @@ def test_the_command_refuses_a_secret_and_never_prints_it(tmp_path: Path) -> Non
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 2
-    assert "argument 'persona=***': persona.api_key is a secret" in result.stderr
+    assert "argument 'persona=***': a secret is never put on a job's command line" in result.stderr
+    assert "persona.api_key is one; set SOCIALALIGN_LLM_API_KEY" in result.stderr
     assert API_KEY not in result.stdout + result.stderr
 
 
