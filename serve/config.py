@@ -42,8 +42,8 @@ RESEARCH_DECODING = {
     ),
     "decoding.stop_tokens": PresetValue(
         "eos_and_pad",
-        "the model's generation config names its own end tokens (for Qwen2.5-Instruct the same two: <|im_end|> "
-        "and <|endoftext|>); the research passes the tokenizer's eos and pad tokens",
+        "the model's generation config names its own end tokens (for Qwen2.5-Instruct the same two: im_end and "
+        "endoftext); the research passes the tokenizer's eos and pad tokens",
     ),
 }
 
