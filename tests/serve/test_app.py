@@ -92,6 +92,23 @@ def test_the_adapters_and_the_base_model_answer_differently(served) -> None:
     assert again.json()["predictions"][0]["text"] == texts["alpha"]  # greedy: the same every time
 
 
+def test_micro_returns_the_expert_gates_on_request(served) -> None:
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    for model in ("alpha", "beta"):  # PAC-LoRA, sequence and token routing
+        body = served.post("/v1/predict/micro", micro(model, n=2, return_gates=True)).json()
+        assert list(body["gates"]) == modules, body
+        for gates in body["gates"].values():
+            assert len(gates["analyze"]) == len(gates["compose"]) == 3
+            assert sum(gates["analyze"]) == pytest.approx(1, abs=1e-5)
+        per_layer = served.post("/v1/predict/micro", micro(model, return_gates=True, gate_detail="layer")).json()
+        assert len(per_layer["gates"]) == 14 and all(".layers." in name for name in per_layer["gates"])
+        assert served.post("/v1/predict/micro", micro(model)).json()["gates"] is None  # not asked for
+    for model in ("lora", "base"):  # nothing routes: nothing to report
+        assert served.post("/v1/predict/micro", micro(model, return_gates=True)).json()["gates"] is None
+    refused = served.post("/v1/predict/micro", micro(return_gates=True, gate_detail="token"))
+    assert refused.status_code == 422 and detail(refused)[0]["loc"] == ["body", "gate_detail"]
+
+
 def test_invalid_input_gets_field_level_422(served) -> None:
     cases = [
         ({**MICRO, "user": {"history": []}}, ["body", "user", "name"]),
@@ -162,13 +179,22 @@ def raw_answer(served, head: list[str], body_parts: list[bytes], token: str | No
             except OSError:  # the server closed its side after answering
                 break
         answer = b""
-        while b"\r\n\r\n" not in answer:  # a read timeout (30 s) fails the test: no answer came
+        while not _complete(answer):  # a read timeout (30 s) fails the test: no answer came
             chunk = connection.recv(65536)
             if not chunk:
                 break
             answer += chunk
     status = int(answer.split(b" ", 2)[1])
     return status, answer.partition(b"\r\n\r\n")[2]
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether `answer` holds the headers and as much body as their Content-Length says."""
+    head, found, body = answer.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return not lengths or len(body) >= int(lengths[0])
 
 
 def chunk(data: bytes) -> bytes:
@@ -550,7 +576,7 @@ def test_predict_through_the_app_equals_predicting_in_process(served, tiny_model
     (tmp_path / "test").mkdir()
     pq.write_table(pa.Table.from_pylist(rows, schema=SFT), tmp_path / "test" / "part-0.parquet")
     common = {"test_path": tmp_path / "test", "decoding": {"temperature": 0, "max_new_tokens": 8},
-              "ray": RayConfig(include_dashboard=False)}
+              "ray": RayConfig(include_dashboard=False), "return_gates": adapter_id == "alpha"}
     through_app = PredictConfig(endpoint=served.url, model=adapter_id, auth_token=served.token, method=adapter_id,
                                 output_path=tmp_path / "app.parquet", **common)
     in_process = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters[adapter_id]),
@@ -562,6 +588,14 @@ def test_predict_through_the_app_equals_predicting_in_process(served, tiny_model
     key = lambda row: (row["topic"], row["mid"], row["sample"])  # noqa: E731
     app_posts, local_posts = ([r["prediction"] for r in sorted(read, key=key)] for read in (app_rows, local_rows))
     assert app_posts == local_posts
+    app_gates, local_gates = ([r["gates"] for r in sorted(read, key=key)] for read in (app_rows, local_rows))
+    if adapter_id == "alpha":  # the gate columns too (PAC-LoRA: return_gates)
+        flat = [[w for entry in row for side in ("analyze", "compose") for w in entry[side]] for row in local_gates]
+        assert [[w for entry in row for side in ("analyze", "compose") for w in entry[side]]
+                for row in app_gates] == [pytest.approx(row, abs=1e-6) for row in flat]
+        assert [e["name"] for e in app_gates[0]] == [e["name"] for e in local_gates[0]] and len(app_gates[0]) == 7
+    else:
+        assert app_gates == local_gates == [None, None]
     assert all(row["real"] == "真实的微博" for row in app_rows)
     assert {row["method"] for row in app_rows} == {adapter_id}
 

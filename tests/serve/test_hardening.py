@@ -269,4 +269,6 @@ def test_a_long_tokenisation_does_not_stall_the_event_loop(tmp_path: Path) -> No
 
     took, longest_gap, tokenised = asyncio.run(scenario())
     assert tokenised and took > 0.3, took  # long enough to see a stall
-    assert longest_gap < min(0.2, took / 2), (longest_gap, took)
+    # On the loop, one gap would last the whole tokenisation; a loaded machine may delay a tick a
+    # little, never by a third of it.
+    assert longest_gap < took / 3, (longest_gap, took)
