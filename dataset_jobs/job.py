@@ -4,6 +4,12 @@ Each step (`dataset_jobs.steps`) is a Ray Data job reading Parquet and writing P
 `output_dir/<step>/`, swapped in whole when it finishes. A step whose inputs and settings are
 unchanged since its last success (`<step>/_SUCCESS.json`) is skipped; the persona step also
 resumes row by row through its content-hash cache, so an interrupted run never pays for a persona twice.
+
+The persona endpoint's key reaches the Ray workers through their environment, never through task or
+actor arguments: a key in the environment (SOCIALALIGN_LLM_API_KEY or OPENAI_API_KEY) is already
+there; a key given in the config itself is put in this process's environment before it starts its
+local Ray, whose workers inherit it, and is refused with a ConfigError when the job joins a running
+Ray cluster (its workers could not see it).
 """
 
 from __future__ import annotations
@@ -11,15 +17,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from cluster.config import ConfigError
+from cluster.llm import API_KEY_ENV
 from cluster.ray_connect import ray_session
 from cluster.reports import SUCCESS, read_success, write_success
 from dataset_jobs.config import DatasetConfig
+from dataset_jobs.news import load_news_file
 from dataset_jobs.steps import clean, persona, retrieve, sft
 
 log = logging.getLogger(__name__)
@@ -35,7 +46,13 @@ def run(config: DatasetConfig) -> int:
     """The stage entry point: run the requested steps in order; 0 when they all finished."""
     crawl_dir, out = config.crawl_dir.resolve(), config.output_dir.resolve()
     _check(config, crawl_dir)
-    with ray_session(config.ray):
+    with _key_for_local_workers(config) as inline_key, ray_session(config.ray) as ray_info:
+        if inline_key and not ray_info.started_here:
+            raise ConfigError(
+                "persona.api_key: the key is given in the config, but the persona workers of a running Ray cluster "
+                f"read it from their own environment: set {API_KEY_ENV[0]} where the Ray nodes run (k8s: the "
+                "socialalign-secrets Secret) and leave it out of the config"
+            )
         for name, step in STEPS.items():
             if name in config.steps:
                 _run_step(name, step, config, crawl_dir, out)
@@ -50,11 +67,33 @@ def _check(config: DatasetConfig, crawl_dir: Path) -> None:
         raise ConfigError(f"crawl_dir: {crawl_dir} lacks the crawl tables {missing} (run socialalign crawl first)")
     if "persona" in config.steps and config.persona.base_url and not config.persona.model:
         raise ConfigError("persona.model: name the model the endpoint serves (persona.base_url is set)")
+    if config.news_file is not None and "clean" in config.steps:
+        load_news_file(config.news_file)  # a bad topics file is an error before any work
+
+
+@contextmanager
+def _key_for_local_workers(config: DatasetConfig) -> Iterator[bool]:
+    """True while a key given in the config (not in the environment) sits in this process's environment
+    for the local Ray this run may start, whose workers inherit it; the environment is restored after."""
+    key = config.persona.api_key.get_secret_value() if config.persona.api_key is not None else None
+    from_env = next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
+    if "persona" not in config.steps or not config.persona.base_url or key is None or key == from_env:
+        yield False
+        return
+    before = os.environ.get(API_KEY_ENV[0])
+    os.environ[API_KEY_ENV[0]] = key
+    try:
+        yield True
+    finally:
+        if before is None:
+            os.environ.pop(API_KEY_ENV[0], None)
+        else:
+            os.environ[API_KEY_ENV[0]] = before
 
 
 def _run_step(name: str, step: ModuleType, config: DatasetConfig, crawl_dir: Path, out: Path) -> None:
     target = out / step.OUTPUT
-    fingerprint = _fingerprint(step.inputs(crawl_dir, out), step.settings(config))
+    fingerprint = _fingerprint(step.inputs(config, crawl_dir, out), step.settings(config))
     if not config.force and _up_to_date(target, fingerprint):
         log.info("%s: up to date, skipped (force=true reruns it)", name)
         return
@@ -69,7 +108,7 @@ def _fingerprint(inputs: list[Path], settings: dict[str, Any]) -> str:
     """The settings and every input file's name, size and modification time, hashed."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for root in inputs:
-        for path in sorted(root.rglob("*")) if root.exists() else []:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")) if root.exists() else []:
             if path.is_file() and not path.name.startswith("."):
                 stat = path.stat()
                 digest.update(f"{path.relative_to(root.parent)}:{stat.st_size}:{stat.st_mtime_ns}".encode())

@@ -1,11 +1,17 @@
-"""One persona per user: five short facets (interests, language style, emotional tone, personality,
-values), through any OpenAI-compatible endpoint, or built offline from the user's own posts.
+"""Personas: five short facets (interests, language style, emotional tone, personality, values) of a
+user, through any OpenAI-compatible endpoint, or built offline from the user's own posts.
+
+The request has two wordings: ours, and the research's byte for byte (`RESEARCH_REQUEST`: its system
+prompt keeps the line breaks around it, a repost reads 该用户转发了微博: ..., 并评论说: ..., the user
+message is stripped). The answer is kept trimmed (Markdown out, each facet at most FACET_CHARS
+characters) or raw (as the research puts it in its prompt: only runs of line breaks collapsed).
 
 LLM calls: the research persona prompt, through the shared client (`cluster.llm.LLMClient`: at most
 `concurrency` calls in flight per worker, a request-rate cap, timeouts, 408/409/429/5xx and empty
 answers retried by the shared policy of `cluster.retry`); token usage recorded per call. Every answer
 is keyed by a content hash (model + prompt) so the persona step's cache never pays twice. A user
-whose retries run out gets the offline persona and is flagged with the reason; the job goes on.
+whose retries run out gets the offline persona and is flagged with the reason (secrets masked); the
+job goes on.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from cluster.llm import LLMClient, LLMEndpointConfig, UnusableAnswer, tries_of
+from cluster.logs import redact
 from cluster.retry import Backoff
 from dataset_jobs.retrieval import tokenize
 
@@ -40,6 +47,9 @@ USER_PROMPT = (
     "用户信息：\n用户名：{user_name}\n\n历史博文：\n{history}"
 )
 FACETS = ("兴趣话题", "语言风格", "情感基调", "性格特征", "价值观")
+Wording = Literal["ours", "research"]
+AnswerForm = Literal["trimmed", "raw"]
+OURS, RESEARCH_REQUEST = "ours", "research"
 FACET_CHARS = 20
 OFFLINE_MODEL = "offline"
 
@@ -51,13 +61,31 @@ _EMOJI = re.compile(r"\[[^\[\]]{1,8}\]")
 _STOP = set("的了是在我你他她它们这那就都也和与及或而但很还又有没不要会能可以吗呢吧啊呀哦嗯么个一")
 
 
-def persona_prompt(user_name: str, posts: Sequence[str]) -> str:
+def persona_prompt(user_name: str, posts: Sequence[str], wording: Wording = OURS) -> str:
+    """The user message; `posts` already shown as the wording shows them (`shown_post`)."""
     history = "\n".join(f"{i}. {post}" for i, post in enumerate(posts, 1))
-    return USER_PROMPT.format(user_name=user_name, history=history)
+    prompt = USER_PROMPT.format(user_name=user_name, history=history)
+    return prompt.strip() if wording == RESEARCH_REQUEST else prompt
 
 
-def cache_key(model: str, prompt: str) -> str:
-    return hashlib.sha256(f"{model}\n{SYSTEM_PROMPT}\n{prompt}".encode()).hexdigest()
+def system_prompt(wording: Wording = OURS) -> str:
+    return f"\n{SYSTEM_PROMPT}\n" if wording == RESEARCH_REQUEST else SYSTEM_PROMPT
+
+
+def shown_post(text: str, retweet_text: str | None, wording: Wording = OURS) -> str:
+    """A history post as the request shows it: ours as the generation prompt does (你转发了微博...),
+    the research's as its persona request does (该用户转发了微博...)."""
+    if wording == RESEARCH_REQUEST:
+        return f"该用户转发了微博: {retweet_text}, 并评论说: {text}" if retweet_text is not None else text
+    from pac_lora import format_history_post
+
+    return format_history_post(text, retweet_text)
+
+
+def cache_key(model: str, prompt: str, wording: Wording = OURS, answer: AnswerForm = "trimmed") -> str:
+    """Content hash of what was asked and how the answer is kept (ours, trimmed: the original key)."""
+    tail = "" if answer == "trimmed" else f"\n{answer}"
+    return hashlib.sha256(f"{model}\n{system_prompt(wording)}\n{prompt}{tail}".encode()).hexdigest()
 
 
 def offline_persona(user_name: str, posts: Sequence[str]) -> str:
@@ -99,6 +127,11 @@ def _short(text: str) -> str:
     return text if len(text) <= FACET_CHARS else text[: FACET_CHARS - 1] + "…"
 
 
+def raw_persona(text: str) -> str:
+    """The answer as the research puts it in its prompt: runs of line breaks collapsed to one."""
+    return re.sub(r"\n{2,}", "\n", text)
+
+
 def normalize_persona(text: str) -> str:
     """An LLM answer in the research form: numbered lines, no markdown, each facet's value at most
     FACET_CHARS characters (the prompt asks for that; models do not always listen)."""
@@ -126,30 +159,38 @@ class PersonaResult:
     completion_tokens: int = 0
     attempts: int = 0
     error: str | None = None
+    topic: str | None = None  # the case it is for (persona_per: case)
+    mid: str | None = None
 
 
 class PersonaClient:
     """Personas through an OpenAI-compatible endpoint, by the shared client (`cluster.llm.LLMClient`:
     bounded concurrency, a start-rate cap, the shared retry policy)."""
 
-    def __init__(self, endpoint: LLMEndpointConfig, rate_share: float = 1.0, backoff: Backoff | None = None) -> None:
+    def __init__(self, endpoint: LLMEndpointConfig, rate_share: float = 1.0, backoff: Backoff | None = None,
+                 wording: Wording = OURS, answer: AnswerForm = "trimmed") -> None:
         self.llm = LLMClient(endpoint, rate_share, backoff)
         self.model = self.llm.model
+        self.wording, self.answer = wording, answer
 
-    async def persona(self, user_id: str, user_name: str, posts: Sequence[str]) -> PersonaResult:
-        prompt = persona_prompt(user_name, posts)
-        key = cache_key(self.model, prompt)
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    async def persona(self, user_id: str, user_name: str, posts: Sequence[str], topic: str | None = None,
+                      mid: str | None = None) -> PersonaResult:
+        """`posts` already shown as this client's wording shows them (`shown_post`)."""
+        prompt = persona_prompt(user_name, posts, self.wording)
+        key = cache_key(self.model, prompt, self.wording, self.answer)
+        messages = [{"role": "system", "content": system_prompt(self.wording)}, {"role": "user", "content": prompt}]
+        accept = _raw_answer if self.answer == "raw" else _persona_answer
         try:
-            (text, usage), tries = await self.llm.chat(messages, _persona_answer)
+            (text, usage), tries = await self.llm.chat(messages, accept)
         except Exception as failure:  # one user's failure costs that user the LLM persona, never the job
-            reason = _describe(failure)
-            log.warning("persona for user %s failed after %d attempts: %s", user_id, tries_of(failure), reason)
+            reason = redact(_describe(failure))  # an endpoint may echo the key it was sent
+            who = f"case {topic}|{mid}" if mid is not None else f"user {user_id}"
+            log.warning("persona for %s failed after %d attempts: %s", who, tries_of(failure), reason)
             return PersonaResult(user_id, offline_persona(user_name, posts), "offline-fallback", OFFLINE_MODEL, key,
-                                 attempts=tries_of(failure), error=reason)
+                                 attempts=tries_of(failure), error=reason, topic=topic, mid=mid)
         return PersonaResult(user_id, text, "llm", self.model, key, attempts=tries,
                              prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0, topic=topic, mid=mid)
 
     async def close(self) -> None:
         await self.llm.close()
@@ -158,6 +199,13 @@ class PersonaClient:
 def _persona_answer(reply: Any) -> tuple[str, Any]:
     text = normalize_persona(reply.choices[0].message.content or "")
     if not text:
+        raise UnusableAnswer("empty answer")
+    return text, reply.usage
+
+
+def _raw_answer(reply: Any) -> tuple[str, Any]:
+    text = raw_persona(reply.choices[0].message.content or "")
+    if not text.strip():
         raise UnusableAnswer("empty answer")
     return text, reply.usage
 
@@ -175,7 +223,8 @@ async def personas_for(
     one as soon as it arrives, so a caller can keep what it paid for before the rest are back."""
 
     async def one(user: dict[str, Any]) -> PersonaResult:
-        result = await client.persona(user["user_id"], user["user_name"], user["posts"])
+        result = await client.persona(user["user_id"], user["user_name"], user["posts"], user.get("topic"),
+                                      user.get("mid"))
         if on_result is not None:
             on_result(result)
         return result

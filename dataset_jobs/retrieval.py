@@ -74,9 +74,17 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list
 class BM25Index:
     """One user's posts, tokenised and indexed once, scored against any number of queries."""
 
-    def __init__(self, documents: list[str], k1: float = 1.5, b: float = 0.75) -> None:
+    def __init__(self, documents: list[str], k1: float = 1.5, b: float = 0.75,
+                 tokens: list[list[str]] | None = None) -> None:
+        """`tokens`: the documents already tokenised (then `documents` is not read)."""
         self.k1, self.b = k1, b
-        self.index = DocumentIndex.build([tokenize(doc) for doc in documents])
+        self.tokens = tokens if tokens is not None else [tokenize(doc) for doc in documents]
+        self.index = DocumentIndex.build(self.tokens)
+
+    def without(self, position: int) -> BM25Index:
+        """The same posts but one, indexed anew (document count, frequencies and average length without
+        it, as if it had never been there); positions after it move down by one."""
+        return BM25Index([], self.k1, self.b, tokens=self.tokens[:position] + self.tokens[position + 1:])
 
     def scores_for(self, query: str) -> np.ndarray:
         return self.index.scores(tokenize(query), self.k1, self.b)

@@ -17,8 +17,9 @@ from ray.data.expressions import col
 
 from cluster.parquet import atomic_write_parquet, read_table_dir, replace_dir
 from cluster.schemas import CASES, CLEAN_HISTORY, HISTORY, POSTS, TOPICS, USERS
-from dataset_jobs.cleaning import DEFAULT_EXCLUSIONS, RULES, clean_text, is_hashtags_only, judge_post
+from dataset_jobs.cleaning import RULES, Rules, clean_text, exclusions_for, is_hashtags_only, judge_post
 from dataset_jobs.config import DatasetConfig
+from dataset_jobs.news import given_news
 from dataset_jobs.steps.ray_tables import partitions, read_dataset, shared, write_dataset
 
 log = logging.getLogger(__name__)
@@ -26,31 +27,43 @@ log = logging.getLogger(__name__)
 OUTPUT = "clean"
 
 
-def inputs(crawl_dir: Path, out: Path) -> list[Path]:
-    return [crawl_dir / "history", crawl_dir / "posts", crawl_dir / "users", crawl_dir / "topics"]
+def inputs(config: DatasetConfig, crawl_dir: Path, out: Path) -> list[Path]:
+    given = [config.news_file] if config.news_file is not None else []
+    return [crawl_dir / "history", crawl_dir / "posts", crawl_dir / "users", crawl_dir / "topics", *given]
 
 
 def settings(config: DatasetConfig) -> dict[str, Any]:
-    return {"min_history_posts": config.min_history_posts, "exclusion_words": config.exclusion_words,
-            "exclude_own_name": config.exclude_own_name}
+    return {name: getattr(config, name) for name in (
+        "min_history_posts", "exclusion_words", "exclude_own_name", "text_patterns", "exclusions", "require_own_text",
+        "require_topics", "short_topic_chars", "exclude_targets", "news", "news_file")}
+
+
+def rules_of(config: DatasetConfig) -> Rules:
+    return Rules(
+        patterns=config.text_patterns, exclusions=exclusions_for(config.exclusions, config.exclusion_words),
+        exclude_own_name=config.exclude_own_name, require_own_text=config.require_own_text,
+        require_topics=config.require_topics, short_topic_chars=config.short_topic_chars,
+        exclude_all_targets=config.exclude_targets == "all",
+    )
 
 
 def build(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
     import ray
 
+    rules = rules_of(config)
     users = read_table_dir(crawl_dir / "users", USERS).select(["user_id", "screen_name"]).to_pylist()
     names = {row["user_id"]: row["screen_name"] for row in users}
     posts = read_table_dir(crawl_dir / "posts", POSTS)
     targets: dict[str, set[str]] = defaultdict(set)
     for uid, mid in zip(posts["user_id"].to_pylist(), posts["mid"].to_pylist(), strict=True):
         targets[uid].add(mid)
-    exclusions = tuple(config.exclusion_words if config.exclusion_words is not None else DEFAULT_EXCLUSIONS)
+    targets_ref = ray.put(dict(targets))
     judged = (
         read_dataset(crawl_dir / "history", HISTORY)
         .map_batches(
             judge_batch, batch_format="pyarrow",
-            fn_kwargs={"names": ray.put(names if config.exclude_own_name else {}), "targets": ray.put(dict(targets)),
-                       "exclusions": exclusions},
+            fn_kwargs={"names": ray.put(names if config.exclude_own_name else {}), "targets": targets_ref,
+                       "rules": rules},
         )
         .groupby("user_id", num_partitions=partitions())
         .map_groups(enforce_min_posts, batch_format="pyarrow", fn_kwargs={"min_posts": config.min_history_posts})
@@ -60,8 +73,12 @@ def build(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
     for row in judged.map_batches(_rule_counts, batch_format="pyarrow").take_all():
         dropped[row["dropped_by"]] += row["rows"]
     kept = judged.filter(expr=col("dropped_by").is_null()).drop_columns(["dropped_by"]).materialize()
-    kept_users = set(kept.unique("user_id")) if kept.count() else set()
-    cases, case_report = _cases(crawl_dir, posts, names, kept_users)
+    usable = {}
+    if kept.count():
+        summaries = kept.groupby("user_id").map_groups(user_summary, batch_format="pyarrow",
+                                                       fn_kwargs={"targets": targets_ref})
+        usable = {row["user_id"]: (row["kept"], set(row["kept_targets"])) for row in summaries.take_all()}
+    cases, case_report = _cases(config, crawl_dir, posts, names, usable)
 
     def fill(directory: Path) -> None:
         write_dataset(kept, directory / "history", CLEAN_HISTORY)
@@ -73,7 +90,7 @@ def build(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
         "history_rows_in": sum(dropped.values()),
         "history_rows_kept": dropped.get(None, 0),
         "dropped_by_rule": {rule: dropped.get(rule, 0) for rule in (*RULES, "malformed")},
-        "users_kept": len(kept_users),
+        "users_kept": len(usable),
         **case_report,
     }
 
@@ -87,17 +104,18 @@ JUDGED = pa.schema([*(CLEAN_HISTORY.field(n).with_nullable(True) for n in CLEAN_
                     pa.field("dropped_by", pa.string())])
 
 
-def judge_batch(batch: pa.Table, names: Any, targets: Any, exclusions: tuple[str, ...]) -> pa.Table:
+def judge_batch(batch: pa.Table, names: Any, targets: Any, rules: Rules) -> pa.Table:
     """Each post with the first rule that drops it (`dropped_by`), or None when it is kept."""
     names, targets = shared(names), shared(targets)
-    rows = batch.select(["user_id", "mid", "text", "retweet_text", "created_at"]).to_pylist()
+    rows = batch.select(["user_id", "mid", "text", "retweet_text", "created_at", "topics"]).to_pylist()
     out = []
     for row in rows:
+        topics = row.pop("topics")
         if not row["user_id"] or not row["mid"] or row["text"] is None:
             out.append({**row, "text": row["text"] or "", "dropped_by": "malformed"})
             continue
-        verdict = judge_post(row["text"], row["retweet_text"], row["mid"], names.get(row["user_id"]), exclusions,
-                             frozenset(targets.get(row["user_id"], ())))
+        verdict = judge_post(row["text"], row["retweet_text"], row["mid"], names.get(row["user_id"]), rules,
+                             frozenset(targets.get(row["user_id"], ())), topics)
         out.append({**row, "text": verdict.text, "retweet_text": verdict.retweet_text,
                     "dropped_by": verdict.dropped_by})
     return pa.Table.from_pylist(out, schema=JUDGED)
@@ -112,24 +130,57 @@ def enforce_min_posts(group: pa.Table, min_posts: int) -> pa.Table:
     return group.set_column(group.schema.get_field_index("dropped_by"), "dropped_by", dropped)
 
 
-def _cases(crawl_dir: Path, posts: pa.Table, names: dict[str, str], kept_users: set[str]) -> tuple[pa.Table, dict]:
-    topics = read_table_dir(crawl_dir / "topics", TOPICS).to_pylist()
-    news = {row["topic"]: row["news"] for row in topics if row["news"]}
+USER_SUMMARY = pa.schema([("user_id", pa.string()), ("kept", pa.int64()), ("kept_targets", pa.list_(pa.string()))])
+
+
+def user_summary(group: pa.Table, targets: Any) -> pa.Table:
+    """One user's kept posts: how many, and which of them are target posts (kept when exclude_targets is own)."""
+    targets = shared(targets)
+    user = group["user_id"][0].as_py()
+    mine = targets.get(user, set())
+    return pa.Table.from_pylist([{"user_id": user, "kept": group.num_rows,
+                                  "kept_targets": [mid for mid in group["mid"].to_pylist() if mid in mine]}],
+                                schema=USER_SUMMARY)
+
+
+def _cases(config: DatasetConfig, crawl_dir: Path, posts: pa.Table, names: dict[str, str],
+           usable: dict[str, tuple[int, set[str]]]) -> tuple[pa.Table, dict]:
+    given = given_news(config.news, config.news_file)
+    crawled = {row["topic"]: row for row in read_table_dir(crawl_dir / "topics", TOPICS).to_pylist() if row["news"]}
     counts: Counter = Counter()
+    sources: Counter = Counter()
     cases = []
     for post in posts.select(["query", "user_id", "mid", "text", "created_at"]).to_pylist():
-        output = clean_text(post["text"])
-        if post["user_id"] not in kept_users:
+        output = clean_text(post["text"], config.text_patterns)
+        kept, kept_targets = usable.get(post["user_id"], (0, set()))
+        if post["user_id"] not in usable:
             counts["cases_dropped_user"] += 1
+        elif kept - (post["mid"] in kept_targets) < config.min_history_posts:
+            counts["cases_dropped_too_few_posts"] += 1  # only when each case's own post leaves its history
         elif not output or is_hashtags_only(output):
             counts["cases_dropped_empty_output"] += 1
         else:
-            if post["query"] not in news:
-                counts["cases_without_news_text"] += 1
-            cases.append({"topic": post["query"], "news": news.get(post["query"]) or f"#{post['query']}#",
-                          "user_id": post["user_id"], "user_name": names.get(post["user_id"]), "mid": post["mid"],
-                          "output": output, "created_at": post["created_at"]})
-    if counts["cases_without_news_text"]:
-        log.warning("%d cases have no news text (crawl without AI search?): their hashtag stands in for it",
-                    counts["cases_without_news_text"])
-    return pa.Table.from_pylist(cases, schema=CASES), {"cases": len(cases), **counts}
+            news, source = _news(post["query"], given, crawled)
+            sources[source] += 1
+            cases.append({"topic": post["query"], "news": news, "news_source": source, "user_id": post["user_id"],
+                          "user_name": names.get(post["user_id"]), "mid": post["mid"], "output": output,
+                          "created_at": post["created_at"]})
+    if sources["hashtag"]:
+        log.warning("%d cases have no news text (no news/news_file entry and no AI-search summary): their hashtag "
+                    "stands in for it", sources["hashtag"])
+    unused = sorted(set(given) - set(posts["query"].to_pylist()))
+    if unused:
+        log.warning("news given for topics the crawl has no posts of: %s", unused)
+    return pa.Table.from_pylist(cases, schema=CASES), {
+        "cases": len(cases), **counts, "cases_by_news_source": dict(sources),
+        "cases_without_news_text": sources["hashtag"], "news_topics_unused": unused,
+    }
+
+
+def _news(topic: str, given: dict[str, str], crawled: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """A topic's news and where it came from: the user (config), the crawl (its source), or the hashtag."""
+    if topic in given:
+        return given[topic], "config"
+    if topic in crawled:
+        return crawled[topic]["news"], "config" if crawled[topic]["source"] == "config" else "ai_search"
+    return f"#{topic}#", "hashtag"

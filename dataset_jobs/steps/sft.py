@@ -25,25 +25,26 @@ from pac_lora import research_prompt_parts
 OUTPUT = "sft"
 
 
-def inputs(crawl_dir: Path, out: Path) -> list[Path]:
+def inputs(config: DatasetConfig, crawl_dir: Path, out: Path) -> list[Path]:
     return [out / "clean", out / "retrieval", out / "personas"]
 
 
 def settings(config: DatasetConfig) -> dict[str, Any]:
     return {"variants": config.variants, "test_fraction": config.test_fraction, "test_topics": config.test_topics,
-            "seed": config.seed}
+            "seed": config.seed, "persona_per": config.persona_per}
 
 
 def build(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
     import ray
 
     cases = {(row["topic"], row["mid"]): row for row in read_table_dir(out / "clean" / "cases", CASES).to_pylist()}
-    personas = {row["user_id"]: row["persona"] for row in read_table_dir(out / "personas", PERSONAS).to_pylist()}
+    personas = {persona_key(row, config.persona_per): row["persona"]
+                for row in read_table_dir(out / "personas", PERSONAS).to_pylist()}
     splits = _splits(config, sorted({topic for topic, _ in cases}))
     rows = read_dataset(out / "retrieval", RETRIEVAL).map_batches(
         sft_batch, batch_format="pyarrow",
         fn_kwargs={"cases": ray.put(cases), "personas": ray.put(personas), "splits": splits,
-                   "variants": tuple(config.variants)},
+                   "variants": tuple(config.variants), "per": config.persona_per},
     ).materialize()
 
     def fill(directory: Path) -> None:
@@ -81,8 +82,13 @@ def split_topics(topics: list[str], test_fraction: float, seed: int) -> dict[str
     return {topic: ("test" if i < n_test else "train") for i, topic in enumerate(order)}
 
 
+def persona_key(row: dict[str, Any], per: str) -> Any:
+    """What a persona belongs to: its user (persona_per: user) or its case (persona_per: case)."""
+    return (row["topic"], row["mid"]) if per == "case" else row["user_id"]
+
+
 def sft_batch(
-    batch: pa.Table, cases: Any, personas: Any, splits: dict[str, str], variants: tuple[str, ...]
+    batch: pa.Table, cases: Any, personas: Any, splits: dict[str, str], variants: tuple[str, ...], per: str = "user"
 ) -> pa.Table:
     """The SFT rows of a batch of retrieval rows: one per case and variant."""
     cases, personas = shared(cases), shared(personas)
@@ -91,15 +97,16 @@ def sft_batch(
         case = cases.get((picked["topic"], picked["mid"]))
         if case is None:
             continue
+        persona = personas.get(persona_key(case, per))
         for variant in variants:
-            parts = research_prompt_parts(case["user_name"] or "", picked["history_texts"],
-                                          personas.get(case["user_id"]), case["news"], case["topic"], variant)
+            parts = research_prompt_parts(case["user_name"] or "", picked["history_texts"], persona, case["news"],
+                                          case["topic"], variant)
             rows.append({
                 "id": f"{case['topic']}|{case['user_id']}|{case['mid']}|{variant}", "split": splits[case["topic"]],
-                "variant": variant, "topic": case["topic"], "news": case["news"], "user_id": case["user_id"],
-                "user_name": case["user_name"], "mid": case["mid"], "instruction": parts.instruction, "input": "",
-                "output": case["output"], "user_part": parts.user_part, "news_part": parts.news_part,
-                "instruction_part": parts.instruction_part, "persona": personas.get(case["user_id"]),
+                "variant": variant, "topic": case["topic"], "news": case["news"], "news_source": case["news_source"],
+                "user_id": case["user_id"], "user_name": case["user_name"], "mid": case["mid"],
+                "instruction": parts.instruction, "input": "", "output": case["output"], "user_part": parts.user_part,
+                "news_part": parts.news_part, "instruction_part": parts.instruction_part, "persona": persona,
                 "history_mids": picked["history_mids"], "history_texts": picked["history_texts"],
             })
     return pa.Table.from_pylist(rows, schema=SFT)
