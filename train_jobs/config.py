@@ -4,20 +4,49 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from cluster.stage_config import StageConfig
+from cluster.config import has_dotted
+from cluster.presets import PresetValue, WithPresets
 from pac_lora import PACLoraConfig
 
 
-class TrainConfig(StageConfig):
+class TrainConfig(WithPresets):
     """Stage 3: fine-tune PAC-LoRA (or the LoRA baseline) with Ray Train + DeepSpeed ZeRO.
 
-    Defaults are the research recipe: lr 2e-5 cosine with 10% warmup, 2 epochs, effective batch 16,
-    weight decay 0.01, gradient clipping 1.0, max length 1024. The same run name in the same
-    storage resumes from its latest checkpoint."""
+    Defaults follow the research recipe: lr 2e-5 cosine with 10% warmup, 2 epochs, effective batch
+    16, weight decay 0.01, gradient clipping 1.0, max length 1024; `preset: research` also takes
+    what we do differently from it (docs/presets.md). The same run name in the same storage
+    resumes from its latest checkpoint."""
+
+    PRESETS: ClassVar[dict[str, dict[str, PresetValue]]] = {
+        "research": {
+            "adapter.routing": PresetValue(
+                "token",
+                "sequence routing gates every token, the response included, from its span's mean, so training "
+                "and generation route alike at the cost of a plain LoRA; the research routes per token, and the "
+                "response tokens that carry the loss see uniform gates",
+            ),
+            "lora_learning_rate": PresetValue(
+                5e-6,
+                "the LoRA baseline trains at learning_rate, as PAC-LoRA does, so the two compare at one learning "
+                "rate; the research ran its baseline at 5e-6 (PAC-LoRA at 2e-5)",
+            ),
+            "loss_weighting": PresetValue(
+                "token",
+                "each micro-batch's mean loss counts the same (with one row per micro-batch: each post), so long "
+                "posts do not outweigh short ones; the research's Trainer (transformers 4.46) averages over every "
+                "response token of the optimizer step",
+            ),
+            "master_weights": PresetValue(
+                "bf16",
+                "fp32 master weights and AdamW state keep small updates that bf16 rounds away (a 5e-6 step is "
+                "below bf16's resolution for most weights); the research trains its bf16 adapter in place",
+            ),
+        }
+    }
 
     base_model: str = Field(
         "Qwen/Qwen2.5-7B-Instruct", description="local Hugging Face model directory (never downloaded)"
@@ -41,7 +70,13 @@ class TrainConfig(StageConfig):
     )
     zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 or 3")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
-    learning_rate: float = Field(2e-5, gt=0, description="peak learning rate (AdamW)")
+    learning_rate: float = Field(
+        2e-5, gt=0, description="peak learning rate (AdamW); the LoRA baseline's too unless lora_learning_rate is set"
+    )
+    lora_learning_rate: float | None = Field(
+        None, gt=0, description="peak learning rate of method=lora (None: learning_rate; a learning_rate you set "
+        "explicitly wins over the preset's)",
+    )
     epochs: float = Field(2, gt=0, description="passes over the training rows (fractions allowed)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
     effective_batch_size: int = Field(
@@ -51,6 +86,16 @@ class TrainConfig(StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warmup")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on the adapter")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    loss_weighting: Literal["micro_batch", "token"] = Field(
+        "micro_batch",
+        description="micro_batch: every micro-batch's mean token loss counts the same; token: every response "
+        "token of the optimizer step counts the same, over all workers (the research's Trainer)",
+    )
+    master_weights: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="when training in bf16: fp32 master weights and AdamW state (DeepSpeed's default), or bf16 "
+        "weights, gradients and AdamW state updated in place (the research's Trainer)",
+    )
     max_length: int = Field(
         1024, ge=16, description="tokens per row; longer prompts are skipped and counted, long responses truncated"
     )
@@ -69,6 +114,23 @@ class TrainConfig(StageConfig):
     )
     resume: bool = Field(True, description="continue the run's latest checkpoint if there is one; false: refuse")
     seed: int = Field(42, description="adapter initialisation and the data shuffles (driver, then each epoch)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explicit_learning_rate_covers_lora(cls, data: Any) -> Any:
+        """A learning_rate set explicitly is the LoRA baseline's too, over a preset's lora_learning_rate.
+
+        Runs before the preset is applied (a subclass's before-validator runs first)."""
+        if isinstance(data, dict) and has_dotted(data, "learning_rate") and not has_dotted(data, "lora_learning_rate"):
+            data = {**data, "lora_learning_rate": None}
+        return data
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """The learning rate this run's method trains at."""
+        if self.method == "lora" and self.lora_learning_rate is not None:
+            return self.lora_learning_rate
+        return self.learning_rate
 
     @field_validator("micro_batch_size")
     @classmethod

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from cluster.metrics import count, gauge
-from pac_lora import Probe
+from pac_lora import IGNORE_INDEX, Probe
 from train_jobs.checkpoint import load_checkpoint, save_checkpoint
 from train_jobs.config import TrainConfig
 from train_jobs.data import CollateRows, epoch_micro_batches
@@ -78,7 +79,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model = build_model(config, torch.bfloat16 if plan.bf16 else torch.float32).to(device)
     trainable = [param for param in model.parameters() if param.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.peak_learning_rate, weight_decay=config.weight_decay)
     with prints_logged_at_debug("deepspeed.initialize"):
         engine, optimizer, _, _ = deepspeed.initialize(
             model=model,
@@ -117,19 +118,21 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     # Loss sum, micro-batches and tokens of the current optimizer step, kept on the device so that
     # nothing waits for the accelerator until the step ends.
     running = torch.zeros(3, device=device)
-    # The epoch to train and its micro-batches already trained on before the checkpoint resumed from.
-    epoch, skip = plan.position(totals.step)
+    # From the epoch and micro-batch where the checkpoint resumed from left off, one optimizer
+    # step's micro-batches at a time (a step may run on into the next epoch).
+    stream = _micro_batches(shard, plan, collate, config.seed, rank, *plan.position(totals.step))
 
-    while totals.step < plan.total_steps:
-        batches = epoch_micro_batches(shard, plan.micro_batch_size, collate, config.seed, epoch, rank, skip)
-        seen = 0
-        for batch in batches:
-            seen += 1
+    for group in _step_groups(stream, plan.accumulation):
+        weights = loss_weights(
+            config.loss_weighting, [batch["labels"] for batch in group], plan.world_size,
+            lambda total: _all_reduce_sum(total.to(device)),
+        )
+        for batch, weight in zip(group, weights, strict=True):
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             if probe_batch is None:
                 probe_batch = {key: value.detach().cpu() for key, value in batch.items()}
             loss = engine(**model_inputs(config.method, batch)).loss
-            engine.backward(loss)
+            engine.backward(loss if weight is None else loss * weight)
             boundary = engine.is_gradient_accumulation_boundary()
             learning_rate = optimizer.param_groups[0]["lr"]
             engine.step()
@@ -155,16 +158,51 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 window = Window()
             running.zero_()
             step_began = time.perf_counter()
-            if totals.step >= plan.total_steps:
-                break
-        if seen == 0:
-            raise RuntimeError(f"worker {rank}: its data shard is empty")
-        epoch, skip = epoch + 1, 0
+        if totals.step >= plan.total_steps:
+            break
     if bar is not None:
         bar.close()
         # The close travels as a line on this worker's stdout, block-buffered into a log file:
         # unflushed, it dies with the worker and the driver redraws a finished bar forever.
         sys.stdout.flush()
+
+
+def _micro_batches(
+    shard: Any, plan: StepPlan, collate: CollateRows, seed: int, rank: int, epoch: int, skip: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This worker's micro-batches, epoch after epoch, from micro-batch `skip` of `epoch` on."""
+    while True:
+        seen = 0
+        for batch in epoch_micro_batches(shard, plan.micro_batch_size, collate, seed, epoch, rank, skip):
+            seen += 1
+            yield batch
+        if seen == 0:
+            raise RuntimeError(f"worker {rank}: its data shard is empty")
+        epoch, skip = epoch + 1, 0
+
+
+def _step_groups(stream: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """The stream in groups of `size`: the micro-batches of one optimizer step each."""
+    while True:
+        yield [next(stream) for _ in range(size)]
+
+
+def loss_weights(
+    weighting: str, labels: list[torch.Tensor], world_size: int, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
+) -> list[float | None]:
+    """What each micro-batch's mean loss is multiplied by before the backward pass of one optimizer step.
+
+    micro_batch: nothing (None): DeepSpeed averages the micro-batch means over the accumulation
+    steps and the workers. token: n_i * accumulation * workers / N, where n_i counts the response
+    tokens the micro-batch's loss averages over (labels[:, 1:], as the model shifts them) and N
+    those of the whole step on every worker, so that DeepSpeed's averaging leaves the mean over
+    every response token of the step, as transformers' Trainer computes it (`num_items_in_batch`).
+    """
+    if weighting == "micro_batch":
+        return [None] * len(labels)
+    counts = torch.stack([(batch[:, 1:] != IGNORE_INDEX).sum() for batch in labels]).double()
+    total = float(all_reduce_sum(counts.sum().reshape(1))[0])
+    return [float(n) * len(labels) * world_size / total for n in counts]
 
 
 def _report_if_due(

@@ -93,11 +93,22 @@ def deepspeed_config(config: TrainConfig, plan: StepPlan) -> dict[str, Any]:
         "train_batch_size": plan.effective_batch_size,
         "gradient_clipping": config.max_grad_norm,
         "zero_optimization": zero,
-        "bf16": {"enabled": plan.bf16},
+        "bf16": bf16_config(config, plan),
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+
+
+def bf16_config(config: TrainConfig, plan: StepPlan) -> dict[str, Any]:
+    """DeepSpeed's bf16 block: off in fp32; in bf16 with fp32 master weights and AdamW state, or,
+    with master_weights=bf16, bf16 weights, gradients and AdamW state updated in place (the research's
+    Trainer on its bf16 model, with no fp32 copy)."""
+    if not plan.bf16:
+        return {"enabled": False}
+    if config.master_weights == "bf16":
+        return {"enabled": True, "bf16_master_weights_and_grads": True, "bf16_optimizer_states": True}
+    return {"enabled": True}
 
 
 def cosine_with_warmup(optimizer: Any, plan: StepPlan) -> Any:

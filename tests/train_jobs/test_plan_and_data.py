@@ -11,15 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cluster.cli import main
 from cluster.config import ConfigError, describe_fields, load_config
 from cluster.schemas import SFT
-from pac_lora import PACLoraConfig, build_prompt
+from pac_lora import IGNORE_INDEX, PACLoraConfig, build_prompt
 from tests.conftest import REPO
 from train_jobs.config import TrainConfig
 from train_jobs.data import CollateRows, encode_batch, epoch_micro_batches, load_tokenizer, prepare_sft
 from train_jobs.job import run
+from train_jobs.loop import loss_weights
 from train_jobs.plan import deepspeed_config, plan_steps
 
 from .conftest import TOO_LONG_ID
@@ -30,6 +32,93 @@ def test_config_defaults_are_the_research_recipe() -> None:
     assert (config.learning_rate, config.epochs, config.effective_batch_size) == (2e-5, 2, 16)
     assert (config.warmup_ratio, config.weight_decay, config.max_grad_norm, config.max_length) == (0.1, 0.01, 1.0, 1024)
     assert (config.method, config.zero_stage, config.precision) == ("pac_lora", 2, "auto")
+
+
+# -- preset: research (one test per field it sets; docs/presets.md lists them) ----------------------
+
+
+def research(*overrides: str) -> TrainConfig:
+    return load_config(TrainConfig, overrides=["preset=research", *overrides], environ={})
+
+
+def test_the_research_preset_sets_exactly_the_fields_it_lists() -> None:
+    default, preset = TrainConfig().model_dump(), research().model_dump()
+    changed = {name for name in default if default[name] != preset[name]} - {"preset", "adapter"}
+    changed |= {f"adapter.{name}" for name in default["adapter"] if default["adapter"][name] != preset["adapter"][name]}
+    assert changed == set(TrainConfig.PRESETS["research"])
+
+
+def test_research_routes_per_token_and_encodes_spans_for_it(tiny_model: Path, sft_rows: list[dict]) -> None:
+    assert (TrainConfig().adapter.routing, research().adapter.routing) == ("sequence", "token")
+    assert research("adapter.routing=sequence").adapter.routing == "sequence"  # what you set wins
+    table = pa.Table.from_pylist(sft_rows[:1], schema=SFT)
+    spans = {routing: encode_batch(table, str(tiny_model), sft_rows[0]["variant"], routing, 512).to_pylist()[0]
+             for routing in ("sequence", "token")}
+    assert spans["token"]["user_start"] == 0 < spans["sequence"]["user_start"]
+
+
+def test_research_trains_the_lora_baseline_at_5e_6_and_pac_lora_at_2e_5() -> None:
+    assert research("method=lora").peak_learning_rate == 5e-6
+    assert research("method=pac_lora").peak_learning_rate == 2e-5
+    assert TrainConfig(method="lora").peak_learning_rate == 2e-5  # ours: one learning rate for both
+    assert research("method=lora", "learning_rate=1e-4").peak_learning_rate == 1e-4  # explicit learning_rate wins
+    assert research("method=lora", "learning_rate=1e-4", "lora_learning_rate=3e-6").peak_learning_rate == 3e-6
+    assert TrainConfig(method="lora", lora_learning_rate=1e-6).peak_learning_rate == 1e-6
+    # The config travels to the workers as JSON and must come back the same.
+    config = research("method=lora")
+    assert TrainConfig.model_validate(config.model_dump(mode="json")) == config
+
+
+def test_research_weights_the_loss_by_token_and_trains_bf16_in_place() -> None:
+    assert (TrainConfig().loss_weighting, research().loss_weighting) == ("micro_batch", "token")
+    assert (TrainConfig().master_weights, research().master_weights) == ("fp32", "bf16")
+    gpu = research("use_gpu=true")
+    assert deepspeed_config(gpu, plan_steps(gpu, rows=64))["bf16"] == {
+        "enabled": True, "bf16_master_weights_and_grads": True, "bf16_optimizer_states": True,
+    }
+    assert deepspeed_config(research(), plan_steps(research(), rows=64))["bf16"] == {"enabled": False}  # fp32: no-op
+
+
+def test_token_weighting_gives_the_gradient_of_the_mean_over_every_token_of_the_step() -> None:
+    """Weighted as loss_weights says, then averaged over accumulation steps and workers as DeepSpeed
+    does, the gradient is that of one mean over every response token of the step (transformers'
+    Trainer with num_items_in_batch); unweighted, each micro-batch's mean counts the same."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 5, generator=generator, requires_grad=True)
+    # 2 workers x 2 micro-batches of 2 rows; very different numbers of response tokens each.
+    workers = []
+    for lengths in (((1, 6), (2, 2)), ((7, 7), (1, 0))):
+        batches = []
+        for row_lengths in lengths:
+            inputs = torch.randn(2, 9, 8, generator=generator)
+            labels = torch.full((2, 9), IGNORE_INDEX)
+            for row, n in enumerate(row_lengths):
+                labels[row, 9 - n:] = torch.randint(0, 5, (n,), generator=generator)
+            batches.append((inputs, labels))
+        workers.append(batches)
+
+    def token_losses(inputs, labels):  # the model's shifted cross-entropy, per valid token
+        logits = (inputs @ weight)[:, :-1].reshape(-1, 5)
+        return F.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+
+    def gradient(weighting: str) -> torch.Tensor:
+        everything = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for batches in workers for _, labels in batches)
+        total = torch.zeros(8, 5)
+        for batches in workers:
+            weights = loss_weights(weighting, [labels for _, labels in batches], len(workers),
+                                   lambda _local: torch.tensor([float(everything)]))
+            for (inputs, labels), w in zip(batches, weights, strict=True):
+                mask = labels[:, 1:].reshape(-1) != IGNORE_INDEX
+                loss = token_losses(inputs, labels)[mask].mean()  # the micro-batch's mean, as the model returns it
+                (grad,) = torch.autograd.grad(loss if w is None else loss * w, weight)
+                total += grad / len(batches) / len(workers)  # DeepSpeed: / accumulation steps, averaged over workers
+        return total
+
+    all_tokens = torch.cat([token_losses(i, lab)[(lab[:, 1:] != IGNORE_INDEX).reshape(-1)]
+                            for batches in workers for i, lab in batches])
+    (expected,) = torch.autograd.grad(all_tokens.mean(), weight)
+    torch.testing.assert_close(gradient("token"), expected)
+    assert not torch.allclose(gradient("micro_batch"), expected, atol=1e-4)
 
 
 def test_batch_sizes_that_do_not_divide_are_a_config_error() -> None:

@@ -1,10 +1,13 @@
 """End-to-end training runs through Ray Train + DeepSpeed on 2 CPU workers (gloo), tiny Qwen2
 (briefly pretrained, see `base_model`), adapters on the default target modules (no lm_head).
 
-Two runs, shared by the tests of this module (each costs ~20-40 s):
-- PAC-LoRA, ZeRO-3, where one worker dies right after the checkpoint of step 12 (mid-epoch) and
-  Ray Train restarts the group from that checkpoint (FailureConfig);
-- the peft LoRA baseline, ZeRO-2, through the same code path, then started again as a new run.
+Three runs, shared by the tests of this module (each costs ~20-40 s):
+- PAC-LoRA (sequence routing), ZeRO-3, where one worker dies right after the checkpoint of step 12
+  (mid-epoch) and Ray Train restarts the group from that checkpoint (FailureConfig);
+- the peft LoRA baseline, ZeRO-2, through the same code path, then started again as a new run;
+- PAC-LoRA with `preset=research` (token routing, the loss averaged over every response token of
+  a step on both workers), ZeRO-2.
+Each adapter is then served by the serve stage's engine.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from cluster.reports import read_report
@@ -43,6 +47,15 @@ def pac_run(base_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="module")
 def lora_run(base_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
     config = train_config(base_model, sft_dir, tmp_path_factory.mktemp("lora"), method="lora", zero_stage=2)
+    return train(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def research_run(base_model: Path, sft_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
+    # bf16 on the CPU workers too, so that the preset's bf16 master weights take effect.
+    config = train_config(base_model, sft_dir, tmp_path_factory.mktemp("research"), preset="research", zero_stage=2,
+                          epochs=2, precision="bf16")
+    assert (config.adapter.routing, config.loss_weighting, config.master_weights) == ("token", "token", "bf16")
     return train(config, progress=False)
 
 
@@ -133,3 +146,36 @@ def test_a_new_run_with_the_same_name_resumes_its_latest_checkpoint(
     assert again["adapter_dir"] == str(lora_run.adapter_dir) and again["method"] == "lora"
     assert set(again) >= {"rows", "skipped", "first_loss", "final_loss", "seconds", "train_seconds", "checkpoint"}
     assert verify_adapter(base_model, again["adapter_dir"]) < 1e-4
+
+
+def test_the_research_preset_trains_token_routed_pac_lora(research_run: TrainSummary, base_model: Path) -> None:
+    assert research_run.method == "pac_lora" and research_run.steps == 10
+    assert research_run.final_loss < 0.8 * research_run.first_loss, (research_run.first_loss, research_run.final_loss)
+    assert PACLoraConfig.load(research_run.adapter_dir).routing == "token"
+    assert verify_adapter(base_model, research_run.adapter_dir) < 1e-4
+    # bf16 master weights: what the optimizer updated, and what is saved, are bf16 values (an fp32
+    # master copy would almost never land on them).
+    saved = load_file(str(research_run.adapter_dir / "adapter_model.safetensors"))
+    assert all(torch.equal(t, t.to(torch.bfloat16).to(t.dtype)) for t in saved.values())
+
+
+@pytest.mark.parametrize(("which", "routing", "spans"), [("pac", "sequence", True), ("research", "token", True),
+                                                          ("lora", "sequence", False)])
+def test_every_trained_adapter_serves(which: str, routing: str, spans: bool, base_model: Path,
+                                      request: pytest.FixtureRequest) -> None:
+    """The three kinds train (above) and serve: the serve engine loads each and generates with it."""
+    from serve.engine import LoadedModel, Row, generate_rows, load_any_adapter, load_base
+    from serve.prompts import encode
+    from serve.protocol import ResearchPrompt, Sampling, UserProfile
+
+    trained: TrainSummary = request.getfixturevalue(f"{which}_run")
+    base, tokenizer = load_base(str(base_model), device="cpu")
+    loaded = load_any_adapter(base, which, trained.adapter_dir)
+    assert (loaded.routing, loaded.takes_spans) == (routing, spans)
+    user = UserProfile("用户1", (("支持", None),), "积极")
+    prompt = ResearchPrompt("北京发布了新的交通政策。", "北京交通新政", "full", user=user)
+    sampling = Sampling(temperature=0, top_p=0.9, top_k=20, repetition_penalty=1.2, max_new_tokens=8)
+    row = Row(loaded, encode(tokenizer, prompt, loaded.routing, 1024), sampling)
+    [served] = generate_rows([row], tokenizer)
+    [zero_shot] = generate_rows([Row(LoadedModel("base", base, "sequence", False), row.encoding, sampling)], tokenizer)
+    assert served.completion_tokens > 0 and served.text != zero_shot.text
