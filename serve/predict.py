@@ -4,6 +4,7 @@ sample), with a given adapter or the base model zero-shot.
 Two ways, same rows: in-process (Ray Data actors that each hold the model and run one left-padded
 batched `generate` per batch, as the serve app does), or through a running serve app
 (`POST /v1/predict/micro`, which rebuilds the very same research prompt from the row's parts).
+With `return_gates` each row also carries its prompt's expert gate weights (the `gates` column).
 """
 
 from __future__ import annotations

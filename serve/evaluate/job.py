@@ -5,7 +5,8 @@ methods predict it), the second labels every predicted post and scores the micro
 Then the driver aggregates: micro averages per method, and per method and topic the predicted
 sentiment distribution against the real one (macro metrics, averaged over the topics that have
 both). Writes `scored.parquet`, `summary.parquet`, `macro.parquet`, `report.md` and its PNG plots,
-then `_SUCCESS.json` with each method's summary figures.
+then `_SUCCESS.json` with each method's summary figures. Predictions that carry expert gates
+(`predict return_gates=true`) add their mean gates by predicted sentiment, plotted and in the report.
 
 The labeller is chosen as serve chooses it (`serve.make_labeler`): offline, llm-judge
 (options from `judge`), placeholder-unlabelled, or "package.module:factory".
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cluster.config import ConfigError
 from cluster.parquet import atomic_write_parquet
@@ -27,7 +29,7 @@ from serve import labeler_factory
 from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.labelling import Scorer, label_real_posts, map_rows
 from serve.evaluate.predictions import load_predictions
-from serve.evaluate.summary import aggregate, figures
+from serve.evaluate.summary import aggregate, figures, gate_means
 
 
 def run(config: EvaluateConfig) -> int:
@@ -50,20 +52,33 @@ def evaluate(config: EvaluateConfig, predictions: pa.Table) -> dict[str, Any]:
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     labeler = {"spec": config.labeler, "options": labeler_options(config)}
-    real_labels, reported_name = label_real_posts(predictions, labeler)
-    scored = map_rows(predictions, Scorer, {**labeler, "real_labels": real_labels})
+    texts = predictions.drop_columns(["gates"])  # the labellers and metrics read texts only
+    real_labels, reported_name = label_real_posts(texts, labeler)
+    scored = map_rows(texts, Scorer, {**labeler, "real_labels": real_labels})
     table = pa.Table.from_pylist(scored, schema=SCORED)
     atomic_write_parquet(table, out / "scored.parquet")
     labeler_name = _labeler_name(config, reported_name)
     summary, macro = aggregate(table.to_pylist(), labeler_name)
     atomic_write_parquet(pa.Table.from_pylist(summary, schema=EVALUATION_SUMMARY), out / "summary.parquet")
     atomic_write_parquet(pa.Table.from_pylist(macro, schema=MACRO), out / "macro.parquet")
+    gates = _gate_means(predictions, table)
     from serve.evaluate.report import write_report
 
-    report = write_report(out, summary, macro, labeler_name)
-    write_success(out, "evaluate", {"labeler": labeler_name, "report": report.name,
-                                    "methods": {row["method"]: figures(row) for row in summary}})
+    report = write_report(out, summary, macro, labeler_name, gates)
+    success = {"labeler": labeler_name, "report": report.name,
+               "methods": {row["method"]: figures(row) for row in summary}}
+    write_success(out, "evaluate", {**success, "gates": gates} if gates else success)
     return {"methods": [row["method"] for row in summary], "report": str(report)}
+
+
+def _gate_means(predictions: pa.Table, scored: pa.Table) -> list[dict[str, Any]]:
+    """Mean expert gates by method and predicted sentiment, when some predictions carry gates."""
+    if predictions["gates"].null_count == predictions.num_rows:
+        return []
+    keys = ["method", "topic", "user_id", "mid", "sample"]
+    with_gates = predictions.filter(pc.invert(pc.is_null(predictions["gates"])))
+    return gate_means(with_gates.select([*keys, "gates"]).to_pylist(),
+                      scored.select([*keys, "predicted_label"]).to_pylist())
 
 
 def labeler_options(config: EvaluateConfig) -> dict[str, Any]:

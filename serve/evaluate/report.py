@@ -1,7 +1,9 @@
 """The evaluation report: Markdown tables and PNG plots.
 
 - `distribution-<n>.png` per topic: the real sentiment distribution beside each method's prediction;
-- `methods.png` when several methods are compared: micro and macro metrics side by side.
+- `methods.png` when several methods are compared: micro and macro metrics side by side;
+- `gates-<k>.png` per method whose predictions carry expert gates (`predict return_gates=true`):
+  the mean analyze and compose gate weights of its posts, by their predicted sentiment.
 Plots name topics T1, T2, ... (the report's table maps them to the topic), so they read the same
 on machines without a CJK font.
 """
@@ -20,7 +22,8 @@ COLOURS = {"real": "#555555"}
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 
 
-def write_report(out: Path, summary: list[dict], macro: list[dict], labeler: str) -> Path:
+def write_report(out: Path, summary: list[dict], macro: list[dict], labeler: str, gates: list[dict] = ()) -> Path:
+    """`gates`: summary.gate_means rows (method, sentiment, posts, analyze, compose); none: no gate plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,8 +34,11 @@ def write_report(out: Path, summary: list[dict], macro: list[dict], labeler: str
              for t in topics]
     if len(methods) > 1:
         plots.append(_methods_plot(out, summary))
+    gated = [method for method in methods if any(row["method"] == method for row in gates)]
+    plots += [_gates_plot(out, k, method, [row for row in gates if row["method"] == method])
+              for k, method in enumerate(methods, 1) if method in gated]
     report = out / "report.md"
-    report.write_text(_markdown(summary, macro, names, plots, labeler), encoding="utf-8")
+    report.write_text(_markdown(summary, macro, names, plots, labeler, gates), encoding="utf-8")
     return report
 
 
@@ -84,6 +90,30 @@ def _methods_plot(out: Path, summary: list[dict]) -> Path:
     return path
 
 
+def _gates_plot(out: Path, k: int, method: str, rows: list[dict]) -> Path:
+    """Two panels, analyze and compose experts: each expert's mean gate weight, a bar per sentiment."""
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=DPI, sharey=True)
+    colours = dict(zip(SENTIMENTS, (PALETTE[2], PALETTE[7], PALETTE[3]), strict=True))
+    for axes, side, who in ((panels[0], "analyze", "news"), (panels[1], "compose", "user")):
+        experts = len(rows[0][side])
+        width = 0.8 / len(rows)
+        for j, row in enumerate(rows):
+            positions = [i + (j - (len(rows) - 1) / 2) * width for i in range(experts)]
+            axes.bar(positions, row[side], width=width, color=colours[row["sentiment"]],
+                     label=f"{row['sentiment']} ({row['posts']})")
+        axes.axhline(1 / experts, color=COLOURS["real"], linewidth=0.8, linestyle="--")  # uniform
+        axes.set_xticks(range(experts), [f"{side[0].upper()}{i + 1}" for i in range(experts)])
+        axes.set_title(f"{side} experts (routed on the {who} part)", fontsize=10)
+    panels[0].set_ylabel("mean gate weight")
+    panels[1].legend(fontsize=8, title="predicted", title_fontsize=8)
+    figure.suptitle(f"{method}: expert gates by predicted sentiment (dashed: uniform)", fontsize=10)
+    path = out / f"gates-{k}.png"
+    _save(figure, path)
+    return path
+
+
 def _save(figure: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -93,7 +123,9 @@ def _save(figure: Any, path: Path) -> None:
     temp.replace(path)
 
 
-def _markdown(summary: list[dict], macro: list[dict], names: dict[str, str], plots: list[Path], labeler: str) -> str:
+def _markdown(
+    summary: list[dict], macro: list[dict], names: dict[str, str], plots: list[Path], labeler: str, gates: list[dict]
+) -> str:
     lines = ["# SocialAlign evaluation", "", f"Sentiment labeller: `{labeler}`.", "", "## Methods", ""]
     columns = ("predictions", "rouge1", "rouge2", "rougeL", "bleu4", "length_ratio", "sentiment_accuracy",
                "sentiment_macro_f1", "js", "kl", "tv", "emd", "unlabelled", "real_unlabelled")
@@ -111,6 +143,14 @@ def _markdown(summary: list[dict], macro: list[dict], names: dict[str, str], plo
             continue
         lines.append(f"| {names[row['topic']]} | {row['topic']} | {row['method']} | {_dist(row['real_distribution'])} "
                      f"| {_dist(row['predicted_distribution'])} | {_fmt(row['js'])} | {_fmt(row['emd'])} |")
+    if gates:
+        lines += ["", "## Expert gates", "", "Mean gate weights of the posts whose predictions carry them, by the "
+                  "post's predicted sentiment (each post's modules or layers averaged first; token routing: the "
+                  "mean over the span's tokens).", "",
+                  "| method | predicted | posts | analyze experts | compose experts |", "|---|---|---|---|---|"]
+        for row in gates:
+            lines.append(f"| {row['method']} | {row['sentiment']} | {row['posts']} | {_dist(row['analyze'], 3)} "
+                         f"| {_dist(row['compose'], 3)} |")
     lines += ["", "## Plots", ""] + [f"![{plot.stem}]({plot.name})" for plot in plots] + [""]
     return "\n".join(lines)
 
@@ -123,5 +163,5 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _dist(values: list[float] | None) -> str:
-    return "/".join(f"{v:.2f}" for v in values) if values else "n/a"
+def _dist(values: list[float] | None, digits: int = 2) -> str:
+    return "/".join(f"{v:.{digits}f}" for v in values) if values else "n/a"

@@ -58,6 +58,40 @@ def _mean(values) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def gate_means(predictions: list[dict[str, Any]], scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method and predicted sentiment: the mean analyze and compose gate weights of the predictions
+    that carry gates (`predict return_gates=true`), each prediction's entries (modules or layers)
+    averaged first. Empty when no prediction has gates."""
+    key = ("method", "topic", "user_id", "mid", "sample")
+    labels = {tuple(row[k] for k in key): row["predicted_label"] for row in scored}
+    sums: dict[tuple[str, str], list[Any]] = {}
+    for row in predictions:
+        if not row.get("gates"):
+            continue
+        label = labels.get(tuple(row[k] for k in key))
+        if label not in SENTIMENTS:
+            continue
+        analyze, compose = _entry_mean(row["gates"], "analyze"), _entry_mean(row["gates"], "compose")
+        total = sums.setdefault((row["method"], label), [0, [0.0] * len(analyze), [0.0] * len(compose)])
+        if (len(total[1]), len(total[2])) != (len(analyze), len(compose)):
+            raise ValueError(f"{row['method']}: predictions with different numbers of experts")
+        total[0] += 1
+        total[1] = [a + b for a, b in zip(total[1], analyze, strict=True)]
+        total[2] = [a + b for a, b in zip(total[2], compose, strict=True)]
+    methods = sorted({method for method, _ in sums})
+    return [
+        {"method": method, "sentiment": label, "posts": n, "analyze": [a / n for a in analyze],
+         "compose": [c / n for c in compose]}
+        for method in methods for label in SENTIMENTS
+        if (method, label) in sums for n, analyze, compose in [sums[(method, label)]]
+    ]
+
+
+def _entry_mean(entries: list[dict[str, Any]], side: str) -> list[float]:
+    vectors = [entry[side] for entry in entries]
+    return [sum(values) / len(vectors) for values in zip(*vectors, strict=True)]
+
+
 def figures(summary_row: dict[str, Any]) -> dict[str, Any]:
     """A method's summary figures for `_SUCCESS.json`: NaN (nothing to score) written as null."""
     return {name: None if isinstance(value, float) and math.isnan(value) else value

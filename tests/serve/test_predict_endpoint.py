@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cluster.config import ConfigError
 from cluster.http_thread import serve_in_thread
-from cluster.schemas import SFT
+from cluster.schemas import PREDICTIONS, SFT
 from serve import predict
 from serve.config import PredictConfig
 from serve.predict import predict_via_endpoint, run
@@ -31,6 +31,7 @@ class Endpoint:
 
     def __init__(self) -> None:
         self.calls: Counter = Counter()
+        self.gate_details: list[str] = []
 
     @contextmanager
     def running(self) -> Iterator[str]:
@@ -51,7 +52,12 @@ class Endpoint:
         if status != 200:
             return web.json_response({"detail": f"{name} refused"}, status=status)
         predictions = [{"text": f"{name}的微博{k}", "completion_tokens": 3} for k in range(body["n"])]
-        return web.json_response({"prompt_tokens": 7, "predictions": predictions})
+        answer = {"prompt_tokens": 7, "predictions": predictions}
+        if body.get("return_gates"):  # the app's micro API: gates by name, as asked for
+            self.gate_details.append(body["gate_detail"])
+            answer["gates"] = {"q_proj": {"analyze": [0.5, 0.25, 0.25], "compose": [0.2, 0.3, 0.5]},
+                               "v_proj": {"analyze": [0.1, 0.8, 0.1], "compose": [1 / 3] * 3}}
+        return web.json_response(answer)
 
 
 def row(name: str) -> dict:
@@ -105,3 +111,19 @@ def test_no_rows_or_no_model_is_a_config_error_before_ray(tmp_path) -> None:
     pq.write_table(pa.Table.from_pylist([sft_row], schema=SFT), tmp_path / "test" / "part-0.parquet")
     with pytest.raises(ConfigError, match="base_model: .* is not a local Hugging Face model directory"):
         run(PredictConfig(test_path=tmp_path / "test", base_model=str(tmp_path / "no-model")))
+
+
+def test_gates_are_asked_for_and_written_per_prediction() -> None:
+    endpoint = Endpoint()
+    with endpoint.running() as url:
+        config = PredictConfig(endpoint=url, samples_per_user=2, return_gates=True, gate_detail="layer")
+        predicted = asyncio.run(predict_via_endpoint(config, [row("ok")]))
+        plain = asyncio.run(predict_via_endpoint(PredictConfig(endpoint=url), [row("ok")]))
+    assert endpoint.gate_details == ["layer"]  # asked once, not for the run without return_gates
+    table = pa.Table.from_pylist(predicted, schema=PREDICTIONS)
+    gates = table["gates"].to_pylist()
+    assert len(gates) == 2 and gates[0] == gates[1]  # every sample of the prompt
+    assert [entry["name"] for entry in gates[0]] == ["q_proj", "v_proj"]
+    assert gates[0][0]["analyze"] == pytest.approx([0.5, 0.25, 0.25])
+    assert gates[0][1]["compose"][0] == pytest.approx(1 / 3)
+    assert [p["gates"] for p in plain] == [None]
