@@ -108,6 +108,8 @@ class CrawlWorker:
             finally:
                 flusher.cancel()
                 await asyncio.gather(flusher, return_exceptions=True)
+        async with self._flush_lock:  # a flush the cancel caught half-way (shielded) finishes first
+            pass
         await self._flush(force=True)
         return self.report()
 
@@ -155,7 +157,8 @@ class CrawlWorker:
         every = max(self.config.flush_interval_s, self.config.idle_poll_s)
         while not self.stopping.is_set():
             await self._wait(every)
-            await self._flush()
+            # Shielded: when the crawl stops mid-flush, the flush still marks its tasks done.
+            await asyncio.shield(self._flush())
 
     async def _finished(self) -> bool:
         """Nothing to lease: flush what this worker holds; done when no task is pending or leased anywhere."""

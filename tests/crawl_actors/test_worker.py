@@ -424,3 +424,37 @@ def test_part_files_and_their_directory_are_on_disk_before_their_tasks_are_done(
     synced = [path for kind, path in events[:done] if kind == "fsync"]
     assert any(path.startswith(users_dir + "/.") for path in synced)  # the file's bytes (under its temp name)
     assert users_dir in synced and part not in synced  # then the directory, after the rename, before 'done'
+
+
+def test_a_stop_during_the_flushers_flush_still_marks_its_tasks_done(weibo, tmp_path: Path, monkeypatch) -> None:
+    server, url = weibo
+    server.on("10050530", (200, profile("30")))
+
+    class StopsOnSecond(OneCookiePool):
+        calls = 0
+
+        async def acquire_wait(self, host: str) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                return cookie_id(COOKIE)
+            await asyncio.sleep(0.6)  # meanwhile the flusher (every 0.3 s) is writing profile 30's rows
+            raise NoUsableCookie("all 1 cookies are dead (test)")
+
+    from crawl_actors.output import PartWriter
+
+    write = PartWriter.flush
+
+    def slow_write(self, batch=None):
+        time.sleep(1.0)  # a slow disk
+        return write(self, batch)
+
+    monkeypatch.setattr(PartWriter, "flush", slow_write)
+    config = CrawlConfig(output_dir=tmp_path, endpoints={"mobile": url}, **SCOPE, concurrency_per_actor=1,
+                         flush_every_tasks=1000, flush_interval_s=0.3, idle_poll_s=0.01, request_timeout_s=5)
+    frontier = MemoryFrontier([Task("profile", "30", {"uid": "30"}), Task("profile", "31", {"uid": "31"})])
+    report = asyncio.run(asyncio.wait_for(CrawlWorker("w0", config, CookieJar([COOKIE]), StopsOnSecond(),
+                                                      frontier).run(), 30))
+    assert report["stop_reason"] == "all 1 cookies are dead (test)"
+    assert "profile|30" in frontier.state.done  # its rows were written, and it is marked done
+    finalize(tmp_path)
+    assert [row["user_id"] for row in read_table(tmp_path, "users").to_pylist()] == ["30"]
