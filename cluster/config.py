@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_core import to_jsonable_python
 
 from cluster.logs import register_secret
+from cluster.secret_scan import filled, secret_in_override, secret_keys, secret_values_inside
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -72,7 +73,7 @@ def load_config(
         sources[dotted] = f"environment variable {env_name}"
     for dotted, value, text in (parse_override(item) for item in overrides):
         set_dotted(data, dotted, value)
-        sources[dotted] = f"argument '{_mask_override(model, dotted, text)}'"
+        sources[dotted] = f"argument '{_mask_override(model, dotted, value, text)}'"
     try:
         config = model.model_validate(data)
     except ValidationError as error:
@@ -228,8 +229,18 @@ def _warn_inline_secrets(model: type[BaseModel], data: dict[str, Any], source: s
             )
 
 
-def _mask_override(model: type[BaseModel], dotted: str, text: str) -> str:
-    return f"{dotted}=***" if dotted in secret_fields(model) else text
+def _mask_override(model: type[BaseModel], dotted: str, value: Any, text: str) -> str:
+    """The override as an error may echo it: `key=***` when it holds a secret at any depth, whose values
+    are registered for redaction before validation can fail and log them."""
+    secrets = secret_fields(model)
+    if secret_in_override(dotted, value, secrets) is None:
+        return text
+    if isinstance(value, dict | list):
+        for found in secret_values_inside(value, secret_keys(secrets)):
+            register_secret(found)
+    elif filled(value):
+        register_secret(str(value))
+    return f"{dotted}=***"
 
 
 def _register_secrets(config: BaseModel) -> None:
@@ -284,8 +295,12 @@ def _describe_one(item: Mapping[str, Any], model: type[BaseModel], sources: dict
         return f"{source}: {dotted}: unknown field{hint}"
     if item["type"] == "missing":
         return f"{source}: {dotted}: required field is missing"
-    got = "" if dotted in secret_fields(model) else f" (got {item.get('input')!r})"
+    got = "" if _holds_secret(dotted, item.get("input"), model) else f" (got {item.get('input')!r})"
     return f"{source}: {dotted}: {_expected(item)}{got}"
+
+
+def _holds_secret(dotted: str, value: Any, model: type[BaseModel]) -> bool:
+    return secret_in_override(dotted, value, secret_fields(model)) is not None
 
 
 def _expected(item: Mapping[str, Any]) -> str:

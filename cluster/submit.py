@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from cluster.config import ConfigError, load_config, parse_override, secret_fields
 from cluster.logs import register_secret
+from cluster.secret_scan import filled, lookup, secret_in_override, secret_keys, secret_keys_inside
 from cluster.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,6 @@ UPLOAD_EXCLUDES = (
 NOT_PIP_INSTALLED = ("ray",)
 JOB_ENV = {"PYTHONUNBUFFERED": "1"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-# Keys that hold a secret wherever they appear inside an override's or a config file's value, besides
-# the last part of each secret field of the stage's model (`api_key` of `persona.api_key`).
-SECRET_KEYS = frozenset({"api_key", "auth_token", "token", "password", "secret", "cookies", "cookie", "redis_url"})
 # A field that names a file of secrets: `<secret field>_file` (cookies_file beside cookies), or these.
 SECRET_FILE_SUFFIXES = ("cookies_file", "token_file", "key_file", "password_file")
 CLUSTER_ENVIRONMENT = "the cluster's environment (a Kubernetes Secret under KubeRay)"
@@ -224,7 +222,7 @@ def refuse_secret_overrides(model: type[BaseModel], overrides: Sequence[str]) ->
     secrets = secret_fields(model)
     for item in overrides:
         key, value, _ = parse_override(item)
-        found = _secret_in_override(key, value, secrets)
+        found = secret_in_override(key, value, secrets)
         if found is not None:
             raise ConfigError(
                 f"argument '{key}=***': a secret is never put on a job's command line (the dashboard shows it, "
@@ -239,8 +237,8 @@ def refuse_inline_secrets(model: type[BaseModel], config_path: Path) -> None:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return  # load_config reports it, naming the file and line
     secrets = secret_fields(model)
-    found = next((dotted for dotted in secrets if _filled(_lookup(data, dotted))), None)
-    found = found or next(_secret_keys_inside(data, _secret_keys(secrets)), None)
+    found = next((dotted for dotted in secrets if filled(lookup(data, dotted))), None)
+    found = found or next(secret_keys_inside(data, secret_keys(secrets)), None)
     if found is not None:
         raise ConfigError(
             f"{config_path}: sets the secret {found} inline; submit uploads the config with the working dir "
@@ -265,46 +263,6 @@ def refuse_uploaded_secret_files(config: BaseModel, root: Path) -> None:
                 f"it; {env}, or put the file on storage the cluster reads, outside the working dir, and name it by "
                 "its absolute path"
             )
-
-
-def _secret_in_override(key: str, value: Any, secrets: dict[str, list[str]]) -> str | None:
-    """The dotted secret field the override `key=value` sets, if any."""
-    for dotted in secrets:
-        if key == dotted or key.startswith(f"{dotted}."):
-            return dotted
-        if dotted.startswith(f"{key}.") and _filled(_lookup(value, dotted[len(key) + 1 :])):
-            return dotted
-    if key.rsplit(".", 1)[-1] in _secret_keys(secrets):
-        return key
-    inside = next(_secret_keys_inside(value, _secret_keys(secrets)), None)
-    return f"{key}.{inside}" if inside is not None else None
-
-
-def _secret_keys(secrets: dict[str, list[str]]) -> set[str]:
-    return SECRET_KEYS | {dotted.rsplit(".", 1)[-1] for dotted in secrets}
-
-
-def _secret_keys_inside(node: Any, keys: set[str], prefix: str = "") -> Iterator[str]:
-    """Dotted paths (list items by index) of the keys in `keys` set anywhere inside `node`, with a value."""
-    if isinstance(node, dict):
-        for name, value in node.items():
-            dotted = f"{prefix}{name}"
-            if str(name) in keys and _filled(value):
-                yield dotted
-            yield from _secret_keys_inside(value, keys, f"{dotted}.")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _secret_keys_inside(value, keys, f"{prefix}{index}.")
-
-
-def _lookup(node: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _filled(value: Any) -> bool:
-    return value is not None and value != "" and value != {} and value != []
 
 
 def _env_of(dotted: str, secrets: dict[str, list[str]]) -> str:

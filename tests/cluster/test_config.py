@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.config import ConfigError, dump_config, load_config, parse_override, secret_fields
+from cluster.logs import redact
 from cluster.stages import STAGES
 from crawl_actors.config import CrawlConfig
 from dataset_jobs.config import DatasetConfig
@@ -164,6 +165,23 @@ def test_a_bad_secret_value_is_not_echoed() -> None:
         load_config(ServeConfig, overrides=["auth_token=[not, a, string-but-secret]"], environ=NO_ENV)
     assert "auth_token" in str(error.value) and "string-but-secret" not in str(error.value)
     assert "auth_token=***" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "persona={base_url: 'http://127.0.0.1:9/v1', api_key: sk-nested-in-a-mapping, concurrency: fast}",
+        "persona={api_key: sk-nested-in-a-mapping, concurren: 4}",
+        "persona.api_key=[sk-nested-in-a-mapping]",
+    ],
+)
+def test_a_secret_nested_in_an_override_is_never_echoed_nor_logged(override: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(DatasetConfig, overrides=[override], environ=NO_ENV)
+    assert "argument 'persona" in str(error.value) and "=***'" in str(error.value)
+    assert "sk-nested-in-a-mapping" not in str(error.value)
+    # registered for redaction before validation failed, so a log line that quotes it is masked
+    assert "sk-nested-in-a-mapping" not in redact("the provider said: bad key sk-nested-in-a-mapping")
 
 
 @pytest.mark.parametrize(
