@@ -242,6 +242,20 @@ PREDICTIONS = pa.schema(
     ]
 )
 
+# A run with known truth (the simulator's; `crawl_actors.simulator.truth_table`): per real post its
+# true sentiment, and optionally the author's stance on the topic's category and the topic's terms.
+TRUTH = pa.schema(
+    [
+        pa.field("mid", pa.string(), nullable=False),
+        pa.field("topic", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("sentiment", pa.string(), nullable=False),  # positive | neutral | negative
+        pa.field("stance", pa.float64()),  # in [-1, 1]
+        pa.field("topic_terms", STRINGS),  # the hashtag's text and what the topic's posts talk about
+    ]
+)
+
 SCORED = pa.schema(
     [
         pa.field("method", pa.string(), nullable=False),
@@ -297,6 +311,17 @@ EVALUATION_SUMMARY = pa.schema(
         pa.field("unlabelled", pa.int64()),
         pa.field("real_unlabelled", pa.int64()),
         pa.field("labeler", pa.string()),
+        # With truth (EvaluateConfig.truth): Spearman of predicted positive share vs true stance, and
+        # the share of predictions naming the topic or its terms; with methods zero-shot and oracle,
+        # (figure - zero-shot) / (oracle - zero-shot) per figure. Null where not measured.
+        pa.field("spearman_stance", pa.float64()),
+        pa.field("topic_mention", pa.float64()),
+        pa.field("gap_closed_js", pa.float64()),
+        pa.field("gap_closed_tv", pa.float64()),
+        pa.field("gap_closed_emd", pa.float64()),
+        pa.field("gap_closed_macro_f1", pa.float64()),
+        pa.field("gap_closed_accuracy", pa.float64()),
+        pa.field("gap_closed_spearman", pa.float64()),
     ]
 )
 

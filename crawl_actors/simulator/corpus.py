@@ -12,6 +12,12 @@ Traits shape the text: a user's stance on a category sets the odds of positive v
 judgements (`lexicon.POSITIVE_WORDS` / `NEGATIVE_WORDS`), the tone adds its phrases and endings,
 pet phrases and favourite emoji recur, and the typical length sets how long posts run (over 140
 characters a post is a long post, truncated in lists and expanded by the long-text endpoints).
+
+Truth: every post records the polarity of each judgement written into it (`Post.judgements`) and
+so its true sentiment (`Post.sentiment`, `true_sentiment`): "positive" when it holds more positive
+than negative judgements, "negative" when more negative, otherwise "neutral" (a tie, only neutral
+judgements, or none at all: a daily-life post, a repost's comment). Recording it draws nothing
+from the generator: a seed gives the same texts as before truth was recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from crawl_actors.parsers import clean_text
 from crawl_actors.regions import city_codes, city_name, province_codes, province_name
 from crawl_actors.simulator import lexicon as lex
 from crawl_actors.simulator.config import SimulatorConfig
+
+POSITIVE, NEUTRAL, NEGATIVE = "positive", "neutral", "negative"  # serve's SENTIMENTS names
 
 BEIJING = timezone(timedelta(hours=8))
 HISTORY_START = datetime(2024, 10, 1, tzinfo=BEIJING)
@@ -114,6 +122,8 @@ class Post:
     retweet_of: str | None = None
     topic: str | None = None  # the crawl topic it belongs to
     is_pinned: bool = False
+    judgements: tuple[str, ...] = ()  # the polarity of each judgement written into it, in order
+    category: str | None = None  # the category its judgements are about; None: daily life, a repost
     text: str = field(init=False)
     topics: list[str] = field(init=False)
     at_users: list[str] = field(init=False)
@@ -126,6 +136,18 @@ class Post:
     @property
     def is_long(self) -> bool:
         return len(self.text) > LONG_TEXT_CHARS
+
+    @property
+    def sentiment(self) -> str:
+        """The post's true sentiment: `true_sentiment` of its judgements."""
+        return true_sentiment(self.judgements)
+
+
+def true_sentiment(judgements: tuple[str, ...] | list[str]) -> str:
+    """The majority polarity of the judgements: positive when more are positive than negative,
+    negative when more are negative, neutral otherwise (a tie, only neutral ones, or none)."""
+    balance = sum(1 if j == POSITIVE else -1 if j == NEGATIVE else 0 for j in judgements)
+    return POSITIVE if balance > 0 else NEGATIVE if balance < 0 else NEUTRAL
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,16 @@ class Corpus:
 
 def build_corpus(config: SimulatorConfig) -> Corpus:
     return _Builder(config).build()
+
+
+def resample_topic_post(corpus: Corpus, topic: Topic, user: User, rng: random.Random) -> tuple[str, str]:
+    """A fresh post of `user` on `topic`: the same traits and the same way of writing as the corpus's
+    topic posts, drawn from `rng` instead of the corpus's generator; its plain text and true sentiment.
+    The corpus is not changed."""
+    builder = _Builder.__new__(_Builder)
+    builder.rng, builder.users = rng, corpus.users
+    segments, judged = builder.topic_segments(topic, user)
+    return clean_text("".join(segment.plain for segment in segments)), true_sentiment(judged)
 
 
 def preview_segments(segments: tuple[Segment, ...], limit: int = PREVIEW_CHARS) -> list[Segment]:
@@ -336,13 +368,20 @@ class _Builder:
         return province, self.rng.choice(city_codes(province))
 
     def _topic_post(self, topic: Topic, user: User, moment: datetime, region: tuple[int, int]) -> Post:
-        segments = self._compose(user, topic.category, subjects=topic.aspects, facts=topic.facts)
-        hashtag = [Segment("topic", topic.name), Segment("text", " ")]
-        segments = hashtag + segments if self.rng.random() < 0.6 else segments + [Segment("text", " ")] + hashtag[:1]
+        segments, judged = self.topic_segments(topic, user)
         location = None
         if self.rng.random() < 0.12:
             location = f"{province_name(region[0])}·{city_name(*region)}"
-        return self._post(user, moment, segments, region, topic=topic.name, location=location)
+        return self._post(user, moment, segments, region, topic=topic.name, location=location, judgements=judged,
+                          category=topic.category)
+
+    def topic_segments(self, topic: Topic, user: User) -> tuple[list[Segment], tuple[str, ...]]:
+        """A post of `user` on `topic` (its text and hashtag) and the polarities of its judgements.
+        The oracle calls this too, with a fresh generator."""
+        segments, judged = self._compose(user, topic.category, subjects=topic.aspects, facts=topic.facts)
+        hashtag = [Segment("topic", topic.name), Segment("text", " ")]
+        segments = hashtag + segments if self.rng.random() < 0.6 else segments + [Segment("text", " ")] + hashtag[:1]
+        return segments, judged
 
     # -- history ----------------------------------------------------------------------------
 
@@ -353,11 +392,11 @@ class _Builder:
             moment = HISTORY_START + timedelta(minutes=self.rng.randrange(span))
             category = self._interest(user)
             subjects = lex.CATEGORY_SUBJECTS[category] if category else None
-            segments = self._compose(user, category, subjects=subjects, facts=lex.DAILY_SENTENCES)
+            segments, judged = self._compose(user, category, subjects=subjects, facts=lex.DAILY_SENTENCES)
             if self.rng.random() < 0.4:
                 tags = lex.CATEGORY_TAGS[category] if category else lex.DAILY_TAGS
                 segments = [Segment("topic", self.rng.choice(tags)), Segment("text", " ")] + segments
-            self._post(user, moment, segments, self._region_of(user))
+            self._post(user, moment, segments, self._region_of(user), judgements=judged, category=category)
 
     def _interest(self, user: User) -> str | None:
         if self.rng.random() < 0.3:
@@ -403,11 +442,13 @@ class _Builder:
 
     # -- text -------------------------------------------------------------------------------
 
-    def _compose(self, user: User, category: str | None, subjects, facts) -> list[Segment]:
-        """Sentences in the user's voice until the user's typical length (±40%) is reached."""
+    def _compose(self, user: User, category: str | None, subjects, facts) -> tuple[list[Segment], tuple[str, ...]]:
+        """Sentences in the user's voice until the user's typical length (±40%) is reached; and the
+        polarity of each judgement among them."""
         rng, traits = self.rng, user.traits
         target = int(traits.typical_length * rng.uniform(0.6, 1.4))
         segments: list[Segment] = []
+        self._judged: list[str] = []
         if rng.random() < 0.5:
             segments.append(Segment("text", rng.choice(traits.pet_phrases) + "，"))
         length = sum(len(s.plain) for s in segments)
@@ -418,7 +459,7 @@ class _Builder:
             if rng.random() < 0.08:
                 segments.append(Segment("newline"))
         self._decorate(user, segments)
-        return segments
+        return segments, tuple(self._judged)
 
     def _sentence(self, user: User, category: str | None, subjects, facts) -> Segment:
         rng, traits = self.rng, user.traits
@@ -431,9 +472,13 @@ class _Builder:
         return Segment("text", rng.choice(facts) + "。")
 
     def _judgement(self, stance: float) -> str:
+        """Neutral with odds 0.15 x (1 - |stance|), else positive with odds 0.5 + 0.45 x stance; the
+        polarity is recorded in `_judged` (no extra draw)."""
         if self.rng.random() < 0.15 * (1 - abs(stance)):
+            self._judged.append(NEUTRAL)
             return self.rng.choice(lex.NEUTRAL_WORDS)
         positive = self.rng.random() < 0.5 + 0.45 * stance
+        self._judged.append(POSITIVE if positive else NEGATIVE)
         return self.rng.choice(lex.POSITIVE_WORDS if positive else lex.NEGATIVE_WORDS)
 
     def _decorate(self, user: User, segments: list[Segment]) -> None:
@@ -455,7 +500,7 @@ class _Builder:
 
     def _post(self, user: User, moment: datetime, segments: list[Segment], region: tuple[int, int], *,
               topic: str | None = None, location: str | None = None, retweet_of: str | None = None,
-              media: bool = True) -> Post:
+              media: bool = True, judgements: tuple[str, ...] = (), category: str | None = None) -> Post:
         rng = self.rng
         mid = self._unique_mid(moment)
         pics, video = self._media() if media else ((), None)
@@ -468,6 +513,7 @@ class _Builder:
             segments=tuple(segments), source=source, reposts_count=int(likes * rng.uniform(0, 0.4)),
             comments_count=int(likes * rng.uniform(0, 0.3)), attitudes_count=likes, pics=pics, video_url=video,
             province=region[0], city=region[1], location=location, retweet_of=retweet_of, topic=topic,
+            judgements=judgements, category=category,
         )
         self.posts[mid] = post
         return post

@@ -14,6 +14,12 @@ Rows carry the field names of `cluster/schemas.py` without `crawled_at`:
   the first max_posts_per_user of those. Every picture of a post with more than 9 (the timeline lists 9;
   a crawler takes the rest from the detail page). Texts never hold video/live cards (markup, not text).
 - traits: each user's latent traits (not a crawl table; for checking what later stages learn).
+- sentiments: each post of posts and history once (by mid), with its true sentiment (the majority
+  polarity of the judgements the simulator wrote into it, `corpus.true_sentiment`: a tie, only
+  neutral judgements or none -> neutral), its judgement counts, the category they are about and the
+  user's stance on it (not a crawl table).
+
+`truth_rows` gives the evaluation's truth file (`cluster.schemas.TRUTH`): one row per topic post.
 """
 
 from __future__ import annotations
@@ -21,8 +27,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
+
+from cluster.schemas import TRUTH
 from crawl_actors.regions import province_name
-from crawl_actors.simulator.corpus import LIST_PICS, Corpus, Post, User
+from crawl_actors.simulator.config import SimulatorConfig
+from crawl_actors.simulator.corpus import (
+    LIST_PICS,
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    Corpus,
+    Post,
+    Topic,
+    User,
+    build_corpus,
+)
 from crawl_actors.simulator.render import TIMELINE_PAGE_SIZE, shown_search_count, shown_wan
 
 DETAIL_FIELDS = ("birthday", "location", "education", "company", "registered", "sunshine_credit", "ip_region")
@@ -33,14 +53,64 @@ def ground_truth(corpus: Corpus, max_posts_per_user: int | None = None, max_page
     posts = [_post_row(corpus, corpus.posts[mid], topic.name)
              for topic in corpus.topics for mid in corpus.topic_posts[topic.name]]
     authors = list(dict.fromkeys(row["user_id"] for row in posts))
+    history = [row for uid in authors for row in _history(corpus, uid, max_posts_per_user, max_pages_per_user, since)]
     return {
         "topics": [{"topic": topic.name, "news": topic.news, "source": "ai_search"} for topic in corpus.topics],
         "posts": posts,
         "users": [_user_row(corpus.users[uid]) for uid in authors],
-        "history": [row for uid in authors
-                    for row in _history(corpus, uid, max_posts_per_user, max_pages_per_user, since)],
+        "history": history,
         "traits": [_traits_row(corpus.users[uid]) for uid in authors],
+        "sentiments": [_sentiment_row(corpus, corpus.posts[mid])
+                       for mid in dict.fromkeys(row["mid"] for row in posts + history)],
     }
+
+
+def corpus_of(source: Any) -> Corpus:
+    """The corpus of a WeiboSimulator (its `.corpus`), a Corpus, or a SimulatorConfig (built anew:
+    the same seed gives the same corpus)."""
+    if isinstance(source, Corpus):
+        return source
+    if isinstance(source, SimulatorConfig):
+        return build_corpus(source)
+    corpus = getattr(source, "corpus", None)
+    if isinstance(corpus, Corpus):
+        return corpus
+    raise TypeError(f"expected a WeiboSimulator, Corpus or SimulatorConfig, got {type(source).__name__}")
+
+
+
+def truth_table(source: Any, topics: list[str] | None = None) -> pa.Table:
+    """`truth_rows` of a WeiboSimulator, Corpus or SimulatorConfig as a `cluster.schemas.TRUTH` table:
+    write it to Parquet and give it to `socialalign evaluate` as `truth`."""
+    return pa.Table.from_pylist(truth_rows(corpus_of(source), topics), schema=TRUTH)
+
+
+def truth_rows(corpus: Corpus, topics: list[str] | None = None) -> list[dict[str, Any]]:
+    """The evaluation's truth (`cluster.schemas.TRUTH`): per post of each topic (all, or `topics`),
+    its true sentiment, the author's stance on the topic's category, and the topic's terms (its
+    name, aspects and facts: what its posts talk about)."""
+    chosen = [topic for topic in corpus.topics if topics is None or topic.name in topics]
+    unknown = sorted(set(topics or ()) - {topic.name for topic in chosen})
+    if unknown:
+        raise ValueError(f"no such topic(s) in the simulator: {unknown}")
+    return [{"mid": mid, "topic": topic.name, "user_id": corpus.posts[mid].uid, "category": topic.category,
+             "sentiment": corpus.posts[mid].sentiment,
+             "stance": corpus.users[corpus.posts[mid].uid].traits.stances[topic.category],
+             "topic_terms": topic_terms(topic)}
+            for topic in chosen for mid in corpus.topic_posts[topic.name]]
+
+
+def topic_terms(topic: Topic) -> list[str]:
+    """What a post on `topic` talks about: its name (the hashtag's text), aspects and facts."""
+    return [topic.name, *topic.aspects, *topic.facts]
+
+
+def _sentiment_row(corpus: Corpus, post: Post) -> dict[str, Any]:
+    user = corpus.users[post.uid]
+    return {"mid": post.mid, "user_id": post.uid, "topic": post.topic, "category": post.category,
+            "sentiment": post.sentiment, POSITIVE: post.judgements.count(POSITIVE),
+            NEGATIVE: post.judgements.count(NEGATIVE), NEUTRAL: post.judgements.count(NEUTRAL),
+            "stance": user.traits.stances[post.category] if post.category else None}
 
 
 def _post_row(corpus: Corpus, post: Post, query: str) -> dict[str, Any]:
