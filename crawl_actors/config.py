@@ -125,6 +125,10 @@ class CrawlConfig(CookiePacing, StageConfig):
     num_actors: int = Field(2, ge=1)
     concurrency_per_actor: int = Field(16, ge=1)
     actor_cpus: float = Field(0.5, gt=0, description="logical CPUs reserved per crawl actor")
+    actor_scheduling: Literal["DEFAULT", "SPREAD"] = Field(
+        "DEFAULT", description="where Ray places the crawl actors: DEFAULT (Ray's choice, often one node) or SPREAD "
+        "(over as many nodes as it can; all share one cookie pool and frontier)",
+    )
     max_posts_per_user: int = Field(200, ge=1)
     max_pages_per_user: int = Field(40, ge=1)
     history_days: int | None = Field(3650, ge=1, description="keep history from the last N days (None: all)")

@@ -179,7 +179,7 @@ def _start_workers(config: CrawlConfig, jar: CookieJar, namespace: str) -> list[
     return [
         remote.options(
             name=f"{namespace}:crawler-{i}", num_cpus=config.actor_cpus, max_restarts=3, max_task_retries=3,
-            max_concurrency=1000,
+            max_concurrency=1000, scheduling_strategy=config.actor_scheduling,
         ).remote(f"crawler-{i}", settings, jar, namespace)
         for i in range(config.num_actors)
     ]

@@ -47,6 +47,7 @@ def build_app(config: ServeConfig) -> Application:
         max_ongoing_requests=config.max_ongoing_requests,
         max_queued_requests=config.max_queued_requests,
         ray_actor_options={"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
+        max_replicas_per_node=config.max_replicas_per_node,
     ).bind(public)
     return Api.options(
         num_replicas=config.api_replicas,
@@ -79,7 +80,7 @@ def serve_config_document(
     if overrides:
         args["overrides"] = list(overrides)
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": config.proxy_location,
         "http_options": {"host": config.host, "port": config.port},
         "applications": [
             {"name": config.app_name, "route_prefix": "/", "import_path": BUILDER, "args": args},
@@ -89,7 +90,7 @@ def serve_config_document(
 
 def deploy(config: ServeConfig) -> str:
     """Start Serve's proxy on config.host:port (Ray must be up) and deploy the app; returns its base URL."""
-    ray_serve.start(http_options={"host": config.host, "port": config.port})
+    ray_serve.start(http_options={"host": config.host, "port": config.port}, proxy_location=config.proxy_location)
     ray_serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=False)
     host, port = proxy_address(config.host, config.port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -75,6 +75,14 @@ class ServeConfig(WithPresets):
     )
     replica_cpus: float = Field(1.0, ge=0, description="logical CPUs per Generator replica")
     replica_gpus: float = Field(0.0, ge=0, description="GPUs per Generator replica")
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="at most this many Generator replicas on one node (1: each on its own node); "
+        "None: no limit",
+    )
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode", description="Serve's HTTP proxies: one on every node (Serve's default), or on the head only "
+        "(when the nodes share one machine and so one host:port)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the replica sees a GPU")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on GPU, float32 on CPU"

@@ -68,6 +68,10 @@ class TrainConfig(WithPresets):
     resources_per_worker: dict[str, float] = Field(
         default_factory=dict, description="e.g. {CPU: 8, GPU: 1}; empty: Ray Train's default (1 CPU or 1 GPU)"
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how Ray places the workers' bundles: PACK (as few nodes as possible, Ray's default), "
+        "SPREAD, STRICT_PACK (one node) or STRICT_SPREAD (one worker per node; fails if nodes are too few)",
+    )
     zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 or 3")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     learning_rate: float = Field(

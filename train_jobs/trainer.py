@@ -33,6 +33,7 @@ def build_trainer(
             num_workers=config.num_workers,
             use_gpu=config.use_gpu,
             resources_per_worker=dict(config.resources_per_worker) or None,
+            placement_strategy=config.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,
