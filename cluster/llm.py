@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr
 
-from cluster.config import StrictModel, secret
+from cluster.config import ConfigError, StrictModel, secret
 from cluster.retry import RETRY_STATUSES, Backoff, retrying
 
 API_KEY_ENV = ("SOCIALALIGN_LLM_API_KEY", "OPENAI_API_KEY")
@@ -142,6 +143,41 @@ def api_key(config: LLMEndpointConfig) -> str | None:
     if config.api_key is not None:
         return config.api_key.get_secret_value()
     return next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
+
+
+def without_key(config: LLMEndpointConfig) -> LLMEndpointConfig:
+    """The endpoint as a Ray task or actor may receive it: its key never travels in arguments (the
+    dashboard and the object store would hold it); the worker reads it with `api_key` from its environment."""
+    return config.model_copy(update={"api_key": None})
+
+
+@contextmanager
+def key_for_local_workers(config: LLMEndpointConfig, used: bool = True) -> Iterator[bool]:
+    """While open, a key given in the config (not in the environment) sits in this process's environment,
+    for the local Ray the job may start, whose workers inherit it; the environment is restored after.
+    Yields whether it did: call `refuse_inline_key` when the job then joins a running cluster instead."""
+    key = config.api_key.get_secret_value() if config.api_key is not None else None
+    from_env = next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
+    if not used or not config.base_url or key is None or key == from_env:
+        yield False
+        return
+    before = os.environ.get(API_KEY_ENV[0])
+    os.environ[API_KEY_ENV[0]] = key
+    try:
+        yield True
+    finally:
+        if before is None:
+            os.environ.pop(API_KEY_ENV[0], None)
+        else:
+            os.environ[API_KEY_ENV[0]] = before
+
+
+def refuse_inline_key(field: str, workers: str) -> None:
+    raise ConfigError(
+        f"{field}: the key is given in the config, but the {workers} of a running Ray cluster read it from their "
+        f"own environment: set {API_KEY_ENV[0]} where the Ray nodes run (k8s: the socialalign-secrets Secret) "
+        "and leave it out of the config"
+    )
 
 
 def is_retryable(error: BaseException) -> bool:

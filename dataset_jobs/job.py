@@ -17,16 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from cluster.config import ConfigError
-from cluster.llm import API_KEY_ENV
+from cluster.llm import key_for_local_workers, refuse_inline_key
 from cluster.ray_connect import ray_session
 from cluster.reports import SUCCESS, read_success, write_success
 from dataset_jobs.config import DatasetConfig
@@ -46,13 +43,10 @@ def run(config: DatasetConfig) -> int:
     """The stage entry point: run the requested steps in order; 0 when they all finished."""
     crawl_dir, out = config.crawl_dir.resolve(), config.output_dir.resolve()
     _check(config, crawl_dir)
-    with _key_for_local_workers(config) as inline_key, ray_session(config.ray) as ray_info:
+    in_use = "persona" in config.steps
+    with key_for_local_workers(config.persona, in_use) as inline_key, ray_session(config.ray) as ray_info:
         if inline_key and not ray_info.started_here:
-            raise ConfigError(
-                "persona.api_key: the key is given in the config, but the persona workers of a running Ray cluster "
-                f"read it from their own environment: set {API_KEY_ENV[0]} where the Ray nodes run (k8s: the "
-                "socialalign-secrets Secret) and leave it out of the config"
-            )
+            refuse_inline_key("persona.api_key", "persona workers")
         for name, step in STEPS.items():
             if name in config.steps:
                 _run_step(name, step, config, crawl_dir, out)
@@ -69,26 +63,6 @@ def _check(config: DatasetConfig, crawl_dir: Path) -> None:
         raise ConfigError("persona.model: name the model the endpoint serves (persona.base_url is set)")
     if config.news_file is not None and "clean" in config.steps:
         load_news_file(config.news_file)  # a bad topics file is an error before any work
-
-
-@contextmanager
-def _key_for_local_workers(config: DatasetConfig) -> Iterator[bool]:
-    """True while a key given in the config (not in the environment) sits in this process's environment
-    for the local Ray this run may start, whose workers inherit it; the environment is restored after."""
-    key = config.persona.api_key.get_secret_value() if config.persona.api_key is not None else None
-    from_env = next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
-    if "persona" not in config.steps or not config.persona.base_url or key is None or key == from_env:
-        yield False
-        return
-    before = os.environ.get(API_KEY_ENV[0])
-    os.environ[API_KEY_ENV[0]] = key
-    try:
-        yield True
-    finally:
-        if before is None:
-            os.environ.pop(API_KEY_ENV[0], None)
-        else:
-            os.environ[API_KEY_ENV[0]] = before
 
 
 def _run_step(name: str, step: ModuleType, config: DatasetConfig, crawl_dir: Path, out: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.llm import LLMEndpointConfig, api_key
+from cluster.llm import LLMEndpointConfig, api_key, without_key
 from cluster.parquet import read_table_dir, replace_dir
 from cluster.schemas import CASES, CLEAN_HISTORY, PERSONAS, RETRIEVAL
 from dataset_jobs.config import DatasetConfig
@@ -100,7 +100,7 @@ def worker_arguments(config: DatasetConfig, cache_dir: Path) -> dict[str, Any]:
     """What each persona actor is constructed with: the endpoint without its key (a worker reads the
     key from its own environment), whether a key is expected there, and plain settings."""
     return {
-        "endpoint": config.persona.model_copy(update={"api_key": None}),
+        "endpoint": without_key(config.persona),
         "key_expected": api_key(config.persona) is not None,
         "rate_share": 1 / config.persona_workers,
         "cache_dir": str(cache_dir),

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.config import ConfigError
+from cluster.llm import key_for_local_workers, refuse_inline_key, without_key
 from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
 from cluster.reports import write_success
@@ -42,7 +43,10 @@ def run(config: EvaluateConfig) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     labeler_options(config)
-    with ray_session(config.ray):
+    judged = config.labeler == "llm-judge"
+    with key_for_local_workers(config.judge, judged) as inline_key, ray_session(config.ray) as ray_info:
+        if inline_key and not ray_info.started_here:
+            refuse_inline_key("judge.api_key", "labelling workers")
         report = evaluate(config, pa.concat_tables(tables))
     print(f"evaluation of {', '.join(report['methods'])}: report at {report['report']}")
     return 0
@@ -87,7 +91,7 @@ def labeler_options(config: EvaluateConfig) -> dict[str, Any]:
         return {}
     if not config.judge.base_url or not config.judge.model:
         raise ConfigError("labeler=llm-judge needs judge.base_url and judge.model (any OpenAI-compatible endpoint)")
-    return {"endpoint": config.judge}
+    return {"endpoint": without_key(config.judge)}  # each labelling worker reads the key from its environment
 
 
 def _labeler_name(config: EvaluateConfig, reported: str) -> str:

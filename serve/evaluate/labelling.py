@@ -60,11 +60,20 @@ def label_by_topic(labeler: Labeler, texts: list[str], topics: list[str]) -> lis
     return labels
 
 
+def _labeler_in_worker(spec: str, options: dict[str, Any]) -> Labeler:
+    """The labeller, built in a Ray worker whose log records are redacted from the start: a judge's key
+    (read from this worker's environment, never from the actor's arguments) included."""
+    from cluster.logs import register_secrets_from_env
+
+    register_secrets_from_env()
+    return make_labeler(spec, **options)
+
+
 class RealLabels:
     """Labels real posts (a table of unique mid, topic, real)."""
 
     def __init__(self, spec: str, options: dict[str, Any]) -> None:
-        self.labeler = make_labeler(spec, **options)
+        self.labeler = _labeler_in_worker(spec, options)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         labels = label_by_topic(self.labeler, batch["real"].to_pylist(), batch["topic"].to_pylist())
@@ -76,7 +85,7 @@ class Scorer:
     """Labels predicted posts and scores each row against its real post (labelled already, by mid)."""
 
     def __init__(self, spec: str, options: dict[str, Any], real_labels: dict[str, str]) -> None:
-        self.labeler = make_labeler(spec, **options)
+        self.labeler = _labeler_in_worker(spec, options)
         self.real_labels = real_labels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
