@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from serve.protocol import InvalidPrompt, LimitExceeded, UnknownModel
 
@@ -50,7 +51,8 @@ def unauthorized() -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """422 invalid input, 413 a limit, 404 unknown model, 503 overloaded (401 and a body's 413: api.Guard)."""
+    """422 invalid input, 413 a limit, 404 unknown model, 503 overloaded or a replica lost (401 and a body's
+    413: api.Guard)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,3 +79,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def overloaded(_: Request, exc: BackPressureError) -> JSONResponse:
         message = "overloaded: too many requests queued; retry later"
         return error_response(503, message, message, "server_error", None, "overloaded", {"Retry-After": "1"})
+
+    @app.exception_handler(RayActorError)
+    @app.exception_handler(ReplicaUnavailableError)
+    @app.exception_handler(DeploymentUnavailableError)
+    async def replica_lost(_: Request, exc: Exception) -> JSONResponse:
+        # The Generator replica holding the request died or became unreachable (its node was lost):
+        # Serve starts a new one, so this is a retry, not a failure of the request.
+        message = "the model replica serving this request was lost; retry shortly"
+        return error_response(503, message, message, "server_error", None, "replica_unavailable",
+                              {"Retry-After": "2"})
