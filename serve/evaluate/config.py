@@ -17,9 +17,19 @@ class EvaluateConfig(StageConfig):
     output_dir: Path = Path("data/evaluation")
     labeler: str = Field(
         "offline", description="sentiment labeler, named as in serve: offline | llm-judge (the judge endpoint) | "
-        "placeholder-unlabelled | module:factory ('llm' still means llm-judge)",
+        "placeholder-unlabelled | simulator-lexicon (truth-aware: the simulator's corpus only) | module:factory "
+        "('llm' still means llm-judge)",
     )
     judge: LLMEndpointConfig = Field(default_factory=LLMEndpointConfig)
+    truth: Path | None = Field(
+        None, description="known truth (a simulator run): Parquet with each real post's mid and true sentiment "
+        "(and stance, topic_terms; crawl_actors.simulator.truth_table writes it); real posts then count as their "
+        "true sentiment, and the labeller is scored against it",
+    )
+    dataset: Path | None = Field(
+        None, description="build-dataset's output_dir: adds the method history-baseline (each case's retrieved "
+        "history posts, labelled: their plurality per post, their pooled distribution per topic)",
+    )
 
     @field_validator("labeler")
     @classmethod

@@ -8,6 +8,11 @@ both). Writes `scored.parquet`, `summary.parquet`, `macro.parquet`, `report.md` 
 then `_SUCCESS.json` with each method's summary figures. Predictions that carry expert gates
 (`predict return_gates=true`) add their mean gates by predicted sentiment, plotted and in the report.
 
+With `truth` (a simulator run: `truth.py`) real posts count as their true sentiment, the labeller
+is scored against it, and each method gets spearman_stance and a stance plot; with `dataset`
+(build-dataset's output) the method history-baseline is scored beside the predictions
+(`history.py`); with methods named zero-shot and oracle, each method's gap closed between them.
+
 The labeller is chosen as serve chooses it (`serve.make_labeler`): offline, llm-judge
 (options from `judge`), placeholder-unlabelled, or "package.module:factory".
 """
@@ -26,11 +31,25 @@ from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
 from cluster.reports import write_success
 from cluster.schemas import EVALUATION_SUMMARY, MACRO, SCORED
-from serve import labeler_factory
+from serve import UNLABELLED, labeler_factory
 from serve.evaluate.config import EvaluateConfig
-from serve.evaluate.labelling import Scorer, label_real_posts, map_rows
+from serve.evaluate.history import HISTORY_BASELINE, baseline, history_posts, load_history, retrieval_dir
+from serve.evaluate.labelling import RealLabels, Scorer, label_real_posts, map_rows
 from serve.evaluate.predictions import load_predictions
 from serve.evaluate.summary import aggregate, figures, gate_means
+from serve.evaluate.truth import (
+    Truth,
+    check_coverage,
+    labeller_vs_truth,
+    load_truth,
+    mentions,
+    positive_shares,
+    stance_correlation,
+    stance_pairs,
+    user_stances,
+)
+
+REAL_POSTS = "(real posts)"  # the stance plot's reference: the real posts' own positive share
 
 
 def run(config: EvaluateConfig) -> int:
@@ -43,36 +62,97 @@ def run(config: EvaluateConfig) -> int:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     labeler_options(config)
+    predictions = pa.concat_tables(tables)
+    truth = load_truth(config.truth) if config.truth else None
+    if truth is not None:
+        check_coverage(truth, predictions["mid"].to_pylist(), config.truth)
+    if config.dataset is not None:
+        retrieval_dir(config.dataset)
     judged = config.labeler == "llm-judge"
     with key_for_local_workers(config.judge, judged) as inline_key, ray_session(config.ray) as ray_info:
         if inline_key and not ray_info.started_here:
             refuse_inline_key("judge.api_key", "labelling workers")
-        report = evaluate(config, pa.concat_tables(tables))
+        report = evaluate(config, predictions, truth)
     print(f"evaluation of {', '.join(report['methods'])}: report at {report['report']}")
     return 0
 
 
-def evaluate(config: EvaluateConfig, predictions: pa.Table) -> dict[str, Any]:
+def evaluate(config: EvaluateConfig, predictions: pa.Table, truth: Truth | None = None) -> dict[str, Any]:
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     labeler = {"spec": config.labeler, "options": labeler_options(config)}
     texts = predictions.drop_columns(["gates"])  # the labellers and metrics read texts only
-    real_labels, reported_name = label_real_posts(texts, labeler)
+    labelled, reported_name = label_real_posts(texts, labeler)
+    real_labels = {mid: truth.sentiment[mid] for mid in labelled} if truth else labelled
     scored = map_rows(texts, Scorer, {**labeler, "real_labels": real_labels})
+    extra: dict[str, Any] = {}
+    pools, shares = {}, {}
+    if config.dataset is not None:
+        rows, extra["history_baseline"], pools, shares = _history_baseline(config, predictions, labeler, real_labels)
+        scored += rows
     table = pa.Table.from_pylist(scored, schema=SCORED)
     atomic_write_parquet(table, out / "scored.parquet")
     labeler_name = _labeler_name(config, reported_name)
-    summary, macro = aggregate(table.to_pylist(), labeler_name)
+    rows = table.to_pylist()
+    stance = _stance(rows, truth, shares, real_labels) if truth else {}
+    if truth is not None:
+        extra["truth"] = {"labeller_vs_truth": labeller_vs_truth(labelled, truth),
+                          "real_spearman_stance": stance_correlation(stance.get(REAL_POSTS, []))}
+    summary, macro = aggregate(rows, labeler_name, pools=pools, mentions=_mentions(predictions, truth),
+                               spearman={m: stance_correlation(pairs) for m, pairs in stance.items()})
     atomic_write_parquet(pa.Table.from_pylist(summary, schema=EVALUATION_SUMMARY), out / "summary.parquet")
     atomic_write_parquet(pa.Table.from_pylist(macro, schema=MACRO), out / "macro.parquet")
     gates = _gate_means(predictions, table)
     from serve.evaluate.report import write_report
 
-    report = write_report(out, summary, macro, labeler_name, gates)
+    report = write_report(out, summary, macro, labeler_name, gates, extra=extra, stance=stance)
     success = {"labeler": labeler_name, "report": report.name,
-               "methods": {row["method"]: figures(row) for row in summary}}
+               "methods": {row["method"]: figures(row) for row in summary}, **extra}
     write_success(out, "evaluate", {**success, "gates": gates} if gates else success)
     return {"methods": [row["method"] for row in summary], "report": str(report)}
+
+
+def _history_baseline(config: EvaluateConfig, predictions: pa.Table, labeler: dict[str, Any],
+                      real_labels: dict[str, str]) -> tuple[list[dict], dict[str, Any], dict, dict]:
+    """The history baseline's scored rows, its report, its pooled labels and positive shares."""
+    keys = predictions.select(["topic", "user_id", "mid"]).to_pylist()
+    cases = list(dict.fromkeys((row["topic"], row["user_id"], row["mid"]) for row in keys))
+    history = load_history(config.dataset)
+    posts = history_posts(cases, history)
+    labels = {row["mid"]: row["real_label"] for row in map_rows(posts, RealLabels, labeler)} if posts.num_rows else {}
+    result = baseline(cases, history, labels, real_labels)
+    report = {"cases": len(cases), "history_posts": posts.num_rows, "cases_without_history": result["missing"],
+              "history_unlabelled": sum(label == UNLABELLED for label in labels.values())}
+    return result["rows"], report, {HISTORY_BASELINE: result["pools"]}, {HISTORY_BASELINE: result["shares"]}
+
+
+def _stance(rows: list[dict[str, Any]], truth: Truth, shares: dict[str, dict], real_labels: dict[str, str]
+            ) -> dict[str, list[tuple[float, float]]]:
+    """Per method, and for the real posts: (true stance, positive share) per (topic, user)."""
+    stances = user_stances(rows, truth)
+    if not stances:
+        return {}
+    by_method: dict[str, list[dict]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    pairs = {method: stance_pairs(shares.get(method) or positive_shares(items), stances)
+             for method, items in sorted(by_method.items())}
+    real = [{"topic": t, "user_id": u, "label": real_labels[m]}
+            for t, u, m in dict.fromkeys((row["topic"], row["user_id"], row["mid"]) for row in rows)]
+    pairs[REAL_POSTS] = stance_pairs(positive_shares(real, label="label"), stances)
+    return pairs
+
+
+def _mentions(predictions: pa.Table, truth: Truth | None) -> dict[str, float]:
+    """Per method: the share of predicted posts that name the topic (or one of its terms, from the truth)."""
+    terms = truth.terms if truth else {}
+    counts: dict[str, list[int]] = {}
+    for method, topic, text in zip(*(predictions[c].to_pylist() for c in ("method", "topic", "prediction")),
+                                   strict=True):
+        entry = counts.setdefault(method, [0, 0])
+        entry[0] += mentions(text, topic, terms)
+        entry[1] += 1
+    return {method: hits / total for method, (hits, total) in counts.items()}
 
 
 def _gate_means(predictions: pa.Table, scored: pa.Table) -> list[dict[str, Any]]:

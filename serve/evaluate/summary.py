@@ -11,10 +11,23 @@ from serve.evaluate.metrics import MACRO_METRICS, accuracy, distribution, macro_
 
 MEAN = "(mean)"
 MICRO = ("rouge1", "rouge2", "rougeL", "bleu4", "length_ratio")
+ZERO_SHOT, ORACLE = "zero-shot", "oracle"  # the methods "gap closed" measures between
+# summary figure -> gap_closed_<name>: (score - zero-shot) / (oracle - zero-shot)
+GAP_CLOSED = {"js": "gap_closed_js", "tv": "gap_closed_tv", "emd": "gap_closed_emd",
+              "sentiment_macro_f1": "gap_closed_macro_f1", "sentiment_accuracy": "gap_closed_accuracy",
+              "spearman_stance": "gap_closed_spearman"}
 
 
-def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], list[dict]]:
-    """Per method: micro averages and the macro metrics per topic and on average."""
+def aggregate(rows: list[dict[str, Any]], labeler: str, *, pools: dict[str, dict[str, list[str]]] | None = None,
+              spearman: dict[str, float | None] | None = None,
+              mentions: dict[str, float | None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Per method: micro averages and the macro metrics per topic and on average.
+
+    `pools`: method -> topic -> the labels whose distribution is that method's prediction for the
+    topic (the history baseline's pooled history posts), instead of its rows' predicted labels.
+    `spearman`, `mentions`: each method's spearman_stance and topic_mention (None: not measured).
+    With methods named zero-shot and oracle, every row gets gap_closed_* (see `gap_closed`)."""
+    pools, spearman, mentions = pools or {}, spearman or {}, mentions or {}
     by_method: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
@@ -23,7 +36,8 @@ def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], lis
         topics: dict[str, list[dict]] = defaultdict(list)
         for row in items:
             topics[row["topic"]].append(row)
-        per_topic = [_topic_macro(method, topic, topic_rows) for topic, topic_rows in sorted(topics.items())]
+        per_topic = [_topic_macro(method, topic, topic_rows, pools.get(method, {}).get(topic))
+                     for topic, topic_rows in sorted(topics.items())]
         mean = {name: _mean(row[name] for row in per_topic) for name in MACRO_METRICS}
         macro += per_topic + [{"method": method, "topic": MEAN, "real_distribution": None,
                                "predicted_distribution": None, "predictions": len(items), **mean}]
@@ -34,14 +48,32 @@ def aggregate(rows: list[dict[str, Any]], labeler: str) -> tuple[list[dict], lis
             "sentiment_accuracy": accuracy(*labels), "sentiment_macro_f1": macro_f1(*labels), **mean,
             "unlabelled": sum(label not in SENTIMENTS for label in labels[0]),
             "real_unlabelled": sum(label not in SENTIMENTS for label in _real_labels(items)),
-            "labeler": labeler,
+            "labeler": labeler, "spearman_stance": spearman.get(method), "topic_mention": mentions.get(method),
         })
-    return summary, macro
+    return gap_closed(summary), macro
 
 
-def _topic_macro(method: str, topic: str, rows: list[dict]) -> dict[str, Any]:
+def gap_closed(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with gap_closed_<figure> = (figure - zero-shot's) / (oracle's - zero-shot's) for the
+    figures of GAP_CLOSED: 0 at zero-shot, 1 at the oracle, whichever way the figure improves; None
+    without both methods, a figure missing, or zero-shot already at the oracle."""
+    by_method = {row["method"]: row for row in summary}
+    zero, oracle = by_method.get(ZERO_SHOT), by_method.get(ORACLE)
+    out = []
+    for row in summary:
+        gaps = {}
+        for figure, name in GAP_CLOSED.items():
+            values = (row.get(figure), (zero or {}).get(figure), (oracle or {}).get(figure))
+            usable = all(v is not None and not math.isnan(v) for v in values) and values[2] != values[1]
+            gaps[name] = (values[0] - values[1]) / (values[2] - values[1]) if usable else None
+        out.append({**row, **gaps})
+    return out
+
+
+def _topic_macro(method: str, topic: str, rows: list[dict], pool: list[str] | None = None) -> dict[str, Any]:
     """One topic's distributions and macro metrics; None where one side has no labelled post."""
-    real, predicted = distribution(_real_labels(rows)), distribution([row["predicted_label"] for row in rows])
+    labels = pool if pool is not None else [row["predicted_label"] for row in rows]
+    real, predicted = distribution(_real_labels(rows)), distribution(labels)
     return {"method": method, "topic": topic, "real_distribution": list(real) if real else None,
             "predicted_distribution": list(predicted) if predicted else None, "predictions": len(rows),
             **macro_metrics(real, predicted)}

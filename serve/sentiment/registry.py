@@ -9,11 +9,13 @@ from typing import Any
 from serve.sentiment.labels import Labeler, PlaceholderLabeler
 from serve.sentiment.llm_judge import LLMJudgeLabeler
 from serve.sentiment.offline import OfflineLabeler
+from serve.sentiment.simulator_lexicon import SimulatorLexiconLabeler
 
 LABELERS: dict[str, Callable[..., Labeler]] = {
     "offline": OfflineLabeler,
     "llm-judge": LLMJudgeLabeler,
     PlaceholderLabeler.name: PlaceholderLabeler,
+    SimulatorLexiconLabeler.name: SimulatorLexiconLabeler,  # truth-aware: the simulator's corpus only
 }
 
 
