@@ -26,6 +26,10 @@ class EvaluateConfig(StageConfig):
         "(and stance, topic_terms; crawl_actors.simulator.truth_table writes it); real posts then count as their "
         "true sentiment, and the labeller is scored against it",
     )
+    runs: list[Path] = Field(
+        default_factory=list, description="earlier evaluate output_dirs (one per seed or world) to put side by side "
+        "instead of evaluating predictions: mean and sd per method and figure, seeds.md, seeds.png, combined.json",
+    )
     dataset: Path | None = Field(
         None, description="build-dataset's output_dir: adds the method history-baseline (each case's retrieved "
         "history posts, labelled: their plurality per post, their pooled distribution per topic)",

@@ -29,13 +29,14 @@ from cluster.config import ConfigError
 from cluster.llm import key_for_local_workers, refuse_inline_key, without_key
 from cluster.parquet import atomic_write_parquet
 from cluster.ray_connect import ray_session
-from cluster.reports import write_success
+from cluster.reports import read_success, write_success
 from cluster.schemas import EVALUATION_SUMMARY, MACRO, SCORED
 from serve import UNLABELLED, labeler_factory
 from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.history import HISTORY_BASELINE, baseline, history_posts, load_history, retrieval_dir
 from serve.evaluate.labelling import RealLabels, Scorer, label_real_posts, map_rows
 from serve.evaluate.predictions import load_predictions
+from serve.evaluate.runs import combine_runs
 from serve.evaluate.summary import aggregate, figures, gate_means
 from serve.evaluate.truth import (
     Truth,
@@ -53,7 +54,10 @@ REAL_POSTS = "(real posts)"  # the stance plot's reference: the real posts' own 
 
 
 def run(config: EvaluateConfig) -> int:
-    """Label, score and report; ConfigError, before Ray starts, for bad prediction files or labeller."""
+    """Label, score and report; ConfigError, before Ray starts, for bad prediction files or labeller.
+    With `runs` instead: put those evaluations side by side (`combine_runs`), no Ray."""
+    if config.runs:
+        return _combine(config)
     if not config.predictions:
         raise ConfigError("predictions: give at least one --predictions file (from socialalign predict)")
     tables = [load_predictions(Path(path)) for path in config.predictions]
@@ -110,6 +114,20 @@ def evaluate(config: EvaluateConfig, predictions: pa.Table, truth: Truth | None 
                "methods": {row["method"]: figures(row) for row in summary}, **extra}
     write_success(out, "evaluate", {**success, "gates": gates} if gates else success)
     return {"methods": [row["method"] for row in summary], "report": str(report)}
+
+
+def _combine(config: EvaluateConfig) -> int:
+    """`runs`: earlier evaluations side by side; each must have finished (its _SUCCESS.json)."""
+    if config.predictions:
+        raise ConfigError("give predictions (to evaluate) or runs (earlier evaluations to combine), not both")
+    unfinished = [str(path) for path in config.runs if read_success(path) is None]
+    if unfinished:
+        raise ConfigError(f"runs: no finished evaluation (_SUCCESS.json) in {', '.join(unfinished)}")
+    combined = combine_runs(list(config.runs), config.output_dir)
+    write_success(config.output_dir, "evaluate", {"report": "seeds.md", "combined": combined})
+    print(f"{combined['runs']} evaluations of {', '.join(combined['methods'])} side by side: "
+          f"{config.output_dir / 'seeds.md'}")
+    return 0
 
 
 def _history_baseline(config: EvaluateConfig, predictions: pa.Table, labeler: dict[str, Any],

@@ -244,3 +244,10 @@ def test_several_runs_side_by_side_with_their_spread(world: dict, evaluated: Pat
     assert "oracle" in (world["root"] / "seeds" / "seeds.md").read_text(encoding="utf-8")
     with Image.open(world["root"] / "seeds" / "seeds.png") as image:
         assert image.size == (800, 450)
+    # the same from the command's config: runs instead of predictions
+    assert run(EvaluateConfig(runs=[evaluated, second], output_dir=world["root"] / "seeds-cli")) == 0
+    assert read_report(world["root"] / "seeds-cli")["combined"] == combined
+    with pytest.raises(ConfigError, match="not both"):
+        run(EvaluateConfig(runs=[evaluated], predictions=world["files"]))
+    with pytest.raises(ConfigError, match="no finished evaluation"):
+        run(EvaluateConfig(runs=[evaluated, world["root"]]))
