@@ -10,6 +10,7 @@ process groups, never by name (`ray stop` would stop every Ray on the machine).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -30,6 +30,7 @@ STATE_FILE = "cluster.json"
 # Every port a node binds, given explicitly: Ray's defaults collide when several nodes share a machine.
 NODE_PORTS = ("node_manager", "object_manager", "agent", "agent_grpc", "metrics", "runtime_env")
 START_TIMEOUT_S = 120.0
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -62,8 +63,11 @@ class ClusterState:
         return {"RAY_ADDRESS": self.dashboard_url, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}
 
 
-def up(directory: Path, workers: int = 2, worker_cpus: float = 2, head_cpus: float = 1) -> ClusterState:
-    """Start a head and `workers` worker nodes; returns once every node is alive."""
+def up(directory: Path, workers: int = 2, worker_cpus: float = 2, head_cpus: float = 1,
+       env: dict[str, str] | None = None) -> ClusterState:
+    """Start a head and `workers` worker nodes; returns once every node is alive. `env` is added to every
+    node's environment (the cluster's environment: where jobs find secrets such as SOCIALALIGN_REDIS_URL);
+    it is never written to the state file."""
     directory = directory.resolve()
     if (directory / STATE_FILE).is_file():
         raise RuntimeError(f"a cluster is already up in {directory} (socialalign cluster down --dir {directory})")
@@ -76,15 +80,13 @@ def up(directory: Path, workers: int = 2, worker_cpus: float = 2, head_cpus: flo
                          f"http://127.0.0.1:{head.ports['dashboard']}", str(token_path),
                          tempfile.mkdtemp(prefix="sa-ray-", dir="/tmp"), [head])
     try:
-        _start(state, head)
-        _wait_for_dashboard(state)
+        _start_until_alive(state, head, env)
         for index in range(1, workers + 1):
             # One node at a time: nodes starting together on one machine race for the same socket
             # and log file names in the session folder, and a raylet dies on "address already in use".
             node = Node(f"node_{index}", worker_cpus, ports=_free_ports(*NODE_PORTS))
             state.nodes.append(node)
-            _start(state, node)
-            _wait_for_nodes(state, len(state.nodes))
+            _start_until_alive(state, node, env)
     except BaseException:
         _stop_all(state)
         shutil.rmtree(state.temp_dir, ignore_errors=True)
@@ -126,13 +128,13 @@ def kill_raylet(state: ClusterState, name: str) -> int:
     raise RuntimeError(f"node {name}: no raylet among its processes")
 
 
-def restart_node(state: ClusterState, name: str) -> None:
-    """Bring node `name` back (after a kill): stop what is left of it, start it again, wait for it."""
+def restart_node(state: ClusterState, name: str, env: dict[str, str] | None = None) -> None:
+    """Bring node `name` back (after a kill): stop what is left of it, start it again (with `env`, as
+    `up` gave it), wait for it."""
     node = state.node(name)
-    _stop(node)
+    _stop(node, grace_s=5.0)  # what is left of a killed node need not shut down gracefully
     node.ports = _free_ports(*NODE_PORTS)
-    _start(state, node)
-    _wait_for_nodes(state, len(state.nodes))
+    _start_until_alive(state, node, env)
     _save(state)
 
 
@@ -147,7 +149,7 @@ def alive_nodes(state: ClusterState) -> dict[str, str]:
     return found
 
 
-def _start(state: ClusterState, node: Node) -> None:
+def _start(state: ClusterState, node: Node, env: dict[str, str] | None = None) -> None:
     ports = node.ports
     command = [_ray(), "start", "--block", f"--num-cpus={node.cpus:g}", f"--resources={json.dumps(node.resources)}",
                f"--dashboard-agent-listen-port={ports['agent']}", f"--metrics-export-port={ports['metrics']}",
@@ -161,7 +163,7 @@ def _start(state: ClusterState, node: Node) -> None:
     else:
         command += [f"--address={state.gcs_address}"]
     log = open(Path(state.directory) / f"{node.name}.log", "ab")  # noqa: SIM115 - the node process owns it
-    process = subprocess.Popen(command, env=_node_env(state), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, env={**_node_env(state), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     node.pid = process.pid
 
@@ -212,25 +214,56 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _wait_for_dashboard(state: ClusterState) -> None:
+def _start_until_alive(state: ClusterState, node: Node, env: dict[str, str] | None, attempts: int = START_ATTEMPTS
+                       ) -> None:
+    """Start `node` and wait until the GCS counts it alive. On a loaded machine `ray start` gives up when
+    its raylet does not register within Ray's fixed 30 s (the process then exits): start it again, on
+    fresh ports, up to `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            _stop(node, grace_s=5.0)
+            node.ports = _free_ports(*node.ports)
+            if node.name == "head":
+                state.gcs_address = f"127.0.0.1:{node.ports['port']}"
+                state.dashboard_url = f"http://127.0.0.1:{node.ports['dashboard']}"
+        _start(state, node, env)
+        if _wait_until_alive(state, node):
+            return
+    raise TimeoutError(f"node {node.name} did not come up after {attempts} tries (see {state.directory}/"
+                       f"{node.name}.log)")
+
+
+def _wait_until_alive(state: ClusterState, node: Node) -> bool:
+    """True once the GCS counts `node` alive; False when its `ray start` process exits first or after
+    START_TIMEOUT_S. The dashboard may refuse or drop requests while it starts: those are retried."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        if not _group_alive(node.pid) or _exited(node.pid):
+            return False
         try:
-            _get(state, "/api/version")
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
-            time.sleep(0.5)
-    raise TimeoutError(f"the head's dashboard at {state.dashboard_url} did not answer in {START_TIMEOUT_S:.0f}s "
-                       f"(see {state.directory}/head.log)")
-
-
-def _wait_for_nodes(state: ClusterState, count: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if len(alive_nodes(state)) >= count:
-            return
+            if node.name in alive_nodes(state):
+                return True
+        except (OSError, http.client.HTTPException, ValueError, KeyError):
+            pass  # the dashboard is starting, or too busy to answer in time
         time.sleep(0.5)
-    raise TimeoutError(f"{count} nodes were not alive after {START_TIMEOUT_S:.0f}s (logs in {state.directory})")
+    return False
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child `ray start` process has exited (it is reaped here)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not _pid_exists(pid)
+    return done == pid
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _get(state: ClusterState, path: str) -> dict:
