@@ -3,13 +3,19 @@
 `apply_pac_lora` replaces every target `nn.Linear` with a `PACLoraLinear` in place (no forked
 model files) and returns a `PACLoraModel` whose `forward` and `generate` take per-row
 `user_spans` and `news_spans`.
+
+Activation checkpointing (`PACLoraModel.activation_checkpointing_enable`, alias
+`gradient_checkpointing_enable`): the backward pass recomputes each decoder layer after `forward`
+has left its routing block, so the routing state of each checkpointed call is captured when that
+call runs and put back, for the recomputation only, by torch's non-reentrant `context_fn`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +121,49 @@ class PACLoraModel(nn.Module):
         finally:
             state.enabled = True
 
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, **kwargs: Any
+    ) -> None:
+        """The base model's activation checkpointing (non-reentrant) of every decoder layer, with the
+        routing state of each checkpointed call restored while the backward pass recomputes it.
+
+        The state (spans, adapter on or off, the layer routers' gates) is captured when the
+        checkpointed layer runs forward, so nothing needs setting per step and micro-batches with
+        different spans, their backward passes in any order, are each recomputed with their own.
+        `activation_checkpointing_kwargs` go to `torch.utils.checkpoint.checkpoint` (a `context_fn`
+        of yours runs inside ours; `use_reentrant=True` is refused: reentrant checkpointing takes
+        no `context_fn`); other keywords (transformers 5: `every_n_layers`, `offload`) to the base
+        model's method. Sets `config.use_cache = False`, as transformers' Trainer would."""
+        options = dict(activation_checkpointing_kwargs or {})
+        if options.get("use_reentrant", False):
+            raise ValueError(
+                "PAC-LoRA needs non-reentrant activation checkpointing (use_reentrant=False): the reentrant "
+                "kind cannot restore the routing spans when the backward pass recomputes a layer"
+            )
+        options["use_reentrant"] = False
+        options["context_fn"] = RoutingAtForward(self._state, self._layer_routers(), options.get("context_fn"))
+        base = self.base_model
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers 5 (the other name is deprecated)
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=options, **kwargs)
+        elif hasattr(base, "gradient_checkpointing_enable"):
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options, **kwargs)
+        else:
+            raise ValueError(f"{type(base).__name__} has no activation checkpointing (not a transformers model?)")
+        if getattr(base, "config", None) is not None:
+            base.config.use_cache = False
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs: Any) -> None:
+        """transformers 4's name for `activation_checkpointing_enable` (the same, without its warning)."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def _layer_routers(self) -> list[RouterPair]:
+        """The router pairs of router_scope="layer", whose latest gates their layer's linears read."""
+        found: dict[int, RouterPair] = {}
+        for module in self.base_model.modules():
+            if isinstance(module, PACLoraLinear) and module._layer_router is not None:
+                found.setdefault(id(module._layer_router), module._layer_router)
+        return list(found.values())
+
     def _before_base_forward(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._state.begin_step(_given_cache(kwargs))
 
@@ -124,6 +173,84 @@ class PACLoraModel(nn.Module):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """Experts and routers only, named relative to the base model."""
         return dict(_adapter_parameters(self.base_model))
+
+
+_RECOMPUTE_CALLS = itertools.count(-1, -1)  # call numbers of recomputations: never a forward's (1, 2, ...)
+
+
+class RoutingAtForward:
+    """A `context_fn` for torch's non-reentrant checkpoint, which calls it when the checkpointed
+    layer runs forward: it captures the routing state active then and returns a recompute context
+    that restores it while the backward pass recomputes that layer (`RoutingReplay`)."""
+
+    def __init__(
+        self, state: RoutingState, layer_routers: list[RouterPair], inner: Callable[[], tuple[Any, Any]] | None = None
+    ) -> None:
+        self.state, self.layer_routers, self.inner = state, layer_routers, inner
+
+    def __call__(self) -> tuple[Any, Any]:
+        replay = RoutingReplay(self.state, self.layer_routers)
+        if self.inner is None:
+            return nullcontext(), replay
+        forward, recompute = self.inner()
+        return forward, _Both(replay, recompute)
+
+
+class RoutingReplay:
+    """The routing state of one checkpointed forward call, put back during its recomputation and
+    taken away after it (whatever was there before comes back). Reusable: a backward pass with
+    retain_graph=True recomputes again."""
+
+    def __init__(self, state: RoutingState, layer_routers: list[RouterPair]) -> None:
+        self.state = state
+        # References only (no copies): the spans were checked when the forward call took them.
+        self.user_spans, self.news_spans = state.user_spans, state.news_spans
+        self.enabled, self.decoding = state.enabled, state.decoding
+        # Under router_scope="layer" a layer's pre-hook computes its gates before the checkpointed
+        # forward (transformers 5 checkpoints `forward`, outside the hooks), and its linears read
+        # them back from the pair: the recomputation must see this call's gates, not a later one's.
+        self.gates = [(pair, pair.current) for pair in layer_routers]
+        self._saved: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> RoutingReplay:
+        state = self.state
+        self._saved.append((
+            state.user_spans, state.news_spans, state.enabled, state.decoding, state.gate_cache,
+            state.gate_record, state._masks, state._call, [(pair, pair.current) for pair, _ in self.gates],
+        ))
+        state.user_spans, state.news_spans = self.user_spans, self.news_spans
+        state.enabled, state.decoding = self.enabled, self.decoding
+        # A recomputation adds nothing to a generation's gate cache or to a gate record, and shares
+        # no span mask or pooled mean with any forward call (fresh masks, a call number of its own).
+        state.gate_cache, state.gate_record = None, None
+        state._masks, state._call = {}, next(_RECOMPUTE_CALLS)
+        for pair, gates in self.gates:
+            pair.current = gates
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        state = self.state
+        (state.user_spans, state.news_spans, state.enabled, state.decoding, state.gate_cache,
+         state.gate_record, state._masks, state._call, currents) = self._saved.pop()
+        for pair, gates in currents:
+            pair.current = gates
+
+
+class _Both:
+    """Two context managers entered as one (reusable, unlike contextlib's generator-based ones)."""
+
+    def __init__(self, outer: Any, inner: Any) -> None:
+        self.outer, self.inner = outer, inner
+        self._stacks: list[ExitStack] = []
+
+    def __enter__(self) -> None:
+        stack = ExitStack()
+        stack.enter_context(self.outer)
+        stack.enter_context(self.inner)
+        self._stacks.append(stack)
+
+    def __exit__(self, *exc: Any) -> bool:
+        return bool(self._stacks.pop().__exit__(*exc))
 
 
 @dataclass(frozen=True)
