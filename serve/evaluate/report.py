@@ -36,7 +36,8 @@ def write_report(out: Path, summary: list[dict], macro: list[dict], labeler: str
     topics = sorted({row["topic"] for row in macro if row["topic"] != "(mean)"})
     names = {topic: f"T{i}" for i, topic in enumerate(topics, 1)}
     methods = [row["method"] for row in summary]
-    plots = [_distribution_plot(out, names[t], t, [row for row in macro if row["topic"] == t], methods)
+    real_name = "real (truth)" if extra.get("truth") else "real"
+    plots = [_distribution_plot(out, names[t], t, [row for row in macro if row["topic"] == t], methods, real_name)
              for t in topics]
     if len(methods) > 1:
         plots.append(_methods_plot(out, summary))
@@ -50,11 +51,12 @@ def write_report(out: Path, summary: list[dict], macro: list[dict], labeler: str
     return report
 
 
-def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], methods: list[str]) -> Path:
+def _distribution_plot(out: Path, short: str, topic: str, rows: list[dict], methods: list[str],
+                       real_name: str = "real") -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
-    series = [("real", rows[0]["real_distribution"], COLOURS["real"])] + [
+    series = [(real_name, rows[0]["real_distribution"], COLOURS["real"])] + [
         (row["method"], row["predicted_distribution"], PALETTE[methods.index(row["method"]) % len(PALETTE)])
         for row in rows
     ]
