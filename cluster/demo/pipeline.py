@@ -7,6 +7,7 @@ import json
 import platform
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,29 +66,39 @@ def _crawl(settings: dict, size: DemoSize, out: Path, console: Console, figures:
     """Crawl the simulator's topics through the cookie pool, as a user would crawl Weibo; the last
     topic (a regular one: the first, hot topic trains) is held out for evaluation."""
     arguments = ["--seed", "0", "--users", str(size.users), "--history", *map(str, size.history),
-                 "--hot-topic-posts", str(size.hot_topic_posts), "--topic-posts", str(size.topic_posts),
-                 "--cookies", str(COOKIES), "--rates", ",".join(f"{h}={r}:{b}" for h, (r, b) in RATES.items())]
+                 "--hot-topic-posts", str(size.hot_topic_posts), "--topic-posts", str(size.topic_posts)]
     began = time.monotonic()
-    with services.simulator(arguments, console.log) as world:
-        for cookie in world.cookies:
-            register_secret(cookie)
-        starts = [datetime.fromisoformat(t.start) for t in world.topics]
-        ends = [datetime.fromisoformat(t.end) for t in world.topics]
-        stages.run("crawl", {
-            **settings, "output_dir": str(out / "crawl"), "keywords": [t.query for t in world.topics],
-            "start": _weibo_hour(min(starts)), "end": _weibo_hour(max(ends)), "cookies": "\n".join(world.cookies),
-            "endpoints": dict.fromkeys(("search", "mobile", "ajax", "ai"), world.base_url),
-            "rates": {host: {"rate": rate, "burst": burst} for host, (rate, burst) in RATES.items()},
-            "history_days": None, "cooldown_s": 1.0, "cooldown_max_s": 10.0, "max_pause_s": 30.0,
-        })
-        violations = world.violations()
-        figures["held_out"] = world.topics[-1].name
+    topics, violations = crawl_simulator(settings, arguments, out / "crawl", console.log)
+    figures["held_out"] = topics[-1].name
     report = read_report(out / "crawl")
     figures["rows"].update({f"crawl/{name}": count for name, count in report["rows"].items()})
     rows = ", ".join(f"{count} {name}" for name, count in report["rows"].items())
     console.stage("crawl", f"ok: {rows} from the Weibo simulator in {time.monotonic() - began:.1f}s, "
                            f"{report['requests']} requests through {COOKIES} cookies, "
                            f"{violations} rate-limit violations")
+
+
+def crawl_simulator(settings: dict, arguments: list[str], output_dir: Path, log: Any,
+                    keep: Callable[[services.Topic], bool] = lambda topic: True) -> tuple[list[services.Topic], int]:
+    """Start the simulator with `arguments` (its world: seed, users, topics, ...), crawl its topics that
+    `keep` accepts through the cookie pool into `output_dir`, and stop it: the world's topics (all of
+    them) and the requests that broke its rate limits. The demo and bench/quality.py crawl through here."""
+    arguments = [*arguments, "--cookies", str(COOKIES),
+                 "--rates", ",".join(f"{h}={r}:{b}" for h, (r, b) in RATES.items())]
+    with services.simulator(arguments, log) as world:
+        for cookie in world.cookies:
+            register_secret(cookie)
+        crawled = [topic for topic in world.topics if keep(topic)]
+        starts = [datetime.fromisoformat(t.start) for t in crawled]
+        ends = [datetime.fromisoformat(t.end) for t in crawled]
+        stages.run("crawl", {
+            **settings, "output_dir": str(output_dir), "keywords": [t.query for t in crawled],
+            "start": _weibo_hour(min(starts)), "end": _weibo_hour(max(ends)), "cookies": "\n".join(world.cookies),
+            "endpoints": dict.fromkeys(("search", "mobile", "ajax", "ai"), world.base_url),
+            "rates": {host: {"rate": rate, "burst": burst} for host, (rate, burst) in RATES.items()},
+            "history_days": None, "cooldown_s": 1.0, "cooldown_max_s": 10.0, "max_pause_s": 30.0,
+        })
+        return world.topics, world.violations()
 
 
 def _dataset(config: DemoConfig, settings: dict, out: Path, console: Console, figures: dict) -> None:

@@ -1,0 +1,80 @@
+"""bench/quality.py on a tiny world, end to end through the real stages: every method gets scores,
+and the oracle scores at least as well as the zero-shot base (the quality target is the bench's to
+check, not this test's)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import quality  # noqa: E402
+
+
+def test_split_holds_out_a_topic_of_every_category_with_two_and_trains_every_category() -> None:
+    corpus = quality.build_world(quality.SIZES["tiny"], world_seed=0)
+    crawled, held_out = quality.split_topics(corpus, "test")
+    category = {t.name: t.category for t in corpus.topics}
+    counts: dict[str, int] = {}
+    for topic in corpus.topics:
+        counts[topic.category] = counts.get(topic.category, 0) + 1
+    assert sorted(category[t] for t in held_out) == sorted(c for c, n in counts.items() if n >= 2)
+    training = [t for t in crawled if t not in held_out]
+    assert {category[t] for t in training} == set(counts)  # every category is seen in training
+    assert not any(t.hot for t in corpus.topics if t.name in held_out)
+    # validation never crawls a test topic, and holds out training topics only
+    crawled_v, held_v = quality.split_topics(corpus, "validation")
+    assert not set(crawled_v) & set(held_out) and set(held_v) <= set(training) and held_v
+
+
+def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half_the_gap() -> None:
+    def methods(pac_js: float, pac_f1: float, gap: float) -> dict:
+        figure = lambda value: {"mean": value, "sd": 0.01}  # noqa: E731
+        return {"zero-shot": {"macro_js": figure(0.3), "micro_macro_f1": figure(0.3)},
+                "lora": {"macro_js": figure(0.2), "micro_macro_f1": figure(0.4)},
+                "pac-lora-token": {"macro_js": figure(pac_js), "micro_macro_f1": figure(pac_f1),
+                                   "gap_closed_js": figure(gap)}}
+
+    assert quality.target_met(methods(0.1, 0.5, 0.6)) == {"pac-lora-token": True, "pac-lora-sequence": False}
+    assert not quality.target_met(methods(0.25, 0.5, 0.6))["pac-lora-token"]  # worse than LoRA on JS
+    assert not quality.target_met(methods(0.1, 0.35, 0.6))["pac-lora-token"]  # worse than LoRA on F1
+    assert not quality.target_met(methods(0.1, 0.5, 0.4))["pac-lora-token"]  # closes less than half the gap
+
+
+@pytest.mark.timeout(1500)
+def test_tiny_world_every_method_scores_and_the_oracle_is_no_worse_than_zero_shot(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "bench" / "quality.py"), "--size", "tiny", "--seeds", "1",
+               "--out", str(tmp_path / "quality")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["seeds"] == 1
+    methods = result["methods"]
+    expected = {"zero-shot", "lora", "pac-lora-token", "pac-lora-sequence", "history-baseline", "oracle"}
+    expected |= {f"pac-lora-{result['ablated_routing']}-{v}" for v in ("without_persona", "without_history")}
+    assert expected <= set(methods), (sorted(methods), result["missing"])
+    for name in expected:
+        for metric in ("micro_macro_f1", "macro_js"):
+            assert methods[name][metric]["mean"] is not None, (name, metric)
+    assert result["labeller_accuracy"]["mean"] is not None  # the offline labeller against the truth
+    truth_aware = result["with_simulator-lexicon"]
+    assert truth_aware["labeller_accuracy"]["mean"] == 1.0  # it labels the real posts exactly as the truth
+    assert expected <= set(truth_aware["methods"])
+    # The oracle against zero-shot, with the labeller that sees the truth (the offline labeller's
+    # errors on 100-odd posts can move either way on a world this small)
+    oracle, zero = truth_aware["methods"]["oracle"], truth_aware["methods"]["zero-shot"]
+    assert oracle["micro_macro_f1"]["mean"] >= zero["micro_macro_f1"]["mean"]
+    assert oracle["macro_js"]["mean"] <= zero["macro_js"]["mean"]
+    assert oracle["spearman_stance"]["mean"] > 0
+    out = tmp_path / "quality"
+    assert json.loads((out / "quality.json").read_text())["methods"] == methods
+    assert "| oracle |" in (out / "quality.md").read_text()
+    for labeller in ("offline", "simulator-lexicon"):
+        assert (out / "seed-0" / "report" / labeller / "report.md").is_file()
+        assert (out / "report" / labeller / "seeds.md").is_file()
