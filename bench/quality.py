@@ -416,7 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--split", choices=("test", "validation"), default="test")
-    parser.add_argument("--out", type=Path, default=Path("bench-out/quality"))
+    parser.add_argument("--out", type=Path, default=Path("out/quality"))
     parser.add_argument("--labeler", default="offline", help="the evaluation labeller (evaluate's labeler)")
     parser.add_argument("--truth-aware-labeler", default="simulator-lexicon",
                         help="evaluate again with this labeller (knows the simulator's lexicon); '' for none")
