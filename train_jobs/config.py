@@ -103,6 +103,10 @@ class TrainConfig(WithPresets):
     max_length: int = Field(
         1024, ge=16, description="tokens per row; longer prompts are skipped and counted, long responses truncated"
     )
+    gradient_checkpointing: bool = Field(
+        False, description="activation checkpointing of every decoder layer: the backward pass recomputes each "
+        "layer's activations instead of keeping them (long rows, a 7B on one GPU; about a third more compute)",
+    )
     checkpoint_every_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int | None = Field(2, ge=1, description="checkpoints kept in storage (None: all)")
     log_every_steps: int = Field(

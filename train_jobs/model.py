@@ -4,6 +4,8 @@ Both methods take the same prompts and the same rank, alpha, dropout and target 
 (`TrainConfig.adapter`); only PAC-LoRA reads the user and news spans. The adapter written at
 each checkpoint holds the fp32 master weights (what the optimizer updates), gathered from every
 ZeRO-2 or ZeRO-3 partition, in its method's own format (`pac_lora.export_adapter`).
+With `gradient_checkpointing` both recompute each decoder layer in the backward pass (non-reentrant):
+PAC-LoRA through its own method, which puts each call's routing spans back for the recomputation.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ def build_model(config: TrainConfig, dtype: torch.dtype) -> nn.Module:
     base, _tokenizer = load_base_model(config.base_model, dtype=dtype)
     shape = config.adapter
     if config.method == "pac_lora":
-        return apply_pac_lora(base, shape)
+        model = apply_pac_lora(base, shape)
+        if config.gradient_checkpointing:
+            model.activation_checkpointing_enable()
+        return model
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -33,7 +38,21 @@ def build_model(config: TrainConfig, dtype: torch.dtype) -> nn.Module:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(base, lora)
+    model = get_peft_model(base, lora)
+    if config.gradient_checkpointing:
+        checkpoint_layers(base)
+    return model
+
+
+def checkpoint_layers(model: nn.Module) -> None:
+    """transformers' own activation checkpointing, non-reentrant (the frozen embeddings need no
+    gradient then), without its deprecation warning; the KV cache off, as its Trainer would."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    model.config.use_cache = False
 
 
 def model_inputs(method: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
