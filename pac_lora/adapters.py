@@ -78,10 +78,12 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> PACLoraModel:
 
 
 def load_lora_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:
-    """The peft LoRA baseline in `directory` on `base_model`, for inference (a peft PeftModel)."""
+    """The peft LoRA baseline in `directory` on `base_model`, for inference (a peft PeftModel), in the
+    base model's dtype: peft's default (`autocast_adapter_dtype=True`) would keep it in fp32 on a bf16
+    base, while PAC-LoRA computes in the base's dtype and training ran in it too."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(directory), is_trainable=False)
+    return PeftModel.from_pretrained(base_model, str(directory), is_trainable=False, autocast_adapter_dtype=False)
 
 
 def load_any_adapter(base_model: nn.Module, directory: str | Path) -> nn.Module:

@@ -81,6 +81,17 @@ def test_exported_tensors_reload_as_the_trained_model(tiny_qwen, tmp_path, kind:
     assert torch.equal(logits(reloaded, batch, spans), logits(model, batch, spans))
 
 
+
+@pytest.mark.parametrize("kind", ["pac_lora", "lora"])
+def test_an_adapter_loads_in_the_dtype_of_a_bf16_base(tiny_qwen, tmp_path, kind: str) -> None:
+    """peft's default would keep a LoRA adapter in fp32 on a bf16 base (autocast_adapter_dtype=True):
+    both kinds compute in the base's dtype, as they were trained."""
+    model = trained_pac(tiny_qwen) if kind == "pac_lora" else trained_lora(tiny_qwen)
+    export_adapter(model, trainable(model), tmp_path / "adapter")  # fp32 tensors, as training exports them
+    reloaded = load_any_adapter(load_base_model(tiny_qwen, dtype=torch.bfloat16)[0], tmp_path / "adapter")
+    own = [param for name, param in reloaded.named_parameters() if "lora_" in name or name.endswith("analyze")]
+    assert own and {param.dtype for param in own} == {torch.bfloat16}
+
 def test_the_probe_check_passes_for_the_trained_adapter_and_fails_for_another(tiny_qwen, tmp_path) -> None:
     model = trained_pac(tiny_qwen)
     batch = batch_of(load_base_model(tiny_qwen)[1])
