@@ -13,16 +13,16 @@ byte-level BPE trained here; its ids are a small corner of the vocabulary, while
 the logits keep all 152,064 rows.
 
 Training, DeepSpeed ZeRO-2 on one GPU, bf16, micro-batch 1, every row exactly 1,024 tokens (the
-research's max_length, to which it pads every row), activation checkpointing on (--gradient-
-checkpointing off: without, as the train stage runs today): PAC-LoRA with sequence routing (the
+research's max_length, to which it pads every row), activation checkpointing on (the train stage's
+`gradient_checkpointing`; --gradient-checkpointing off: without): PAC-LoRA with sequence routing (the
 default), PAC-LoRA with token routing, and peft LoRA, each through the train stage's own functions:
 TrainConfig, `data.encode_batch` and `CollateRows`, `plan.plan_steps`, `model.build_model`,
 `plan.deepspeed_config` and `cosine_with_warmup`, `model.model_inputs`, and at the end
 `model.full_trainable_fp32` with `pac_lora.export_adapter`, as a checkpoint writes the adapter.
 Ray Train is skipped: for one worker it sets up the process group (done here the same way, nccl)
 and streams the rows. The micro-step is train_jobs.loop's three lines (forward, `engine.backward`,
-`engine.step`). The train stage has no checkpointing switch, and PAC-LoRA needs its spans again when
-the backward pass recomputes a layer: `SpansDuringRecompute` gives them back. Figures per case:
+`engine.step`); `build_model` turns checkpointing on as in the stage (PAC-LoRA's routing spans come
+back for each recomputation: `PACLoraModel.activation_checkpointing_enable`). Figures per case:
 median step time after warm-up steps, tokens/s, peak GPU memory.
 
 Serving through `serve.engine` (`load_base`, `load_any_adapter`, `generate_rows`; prompts through
@@ -309,7 +309,7 @@ def train_case(
         base_model=str(checkpoint), method=method, adapter=PACLoraConfig(routing=routing),
         use_gpu=gpu, zero_stage=2, micro_batch_size=1, effective_batch_size=1,
         max_steps=sizes.warmup_steps + sizes.train_steps, max_length=SEQUENCE_TOKENS,
-        learning_rate=1e-4, log_level="WARNING",
+        learning_rate=1e-4, log_level="WARNING", gradient_checkpointing=checkpointing,
     )
     batches = training_batches(table, config, encode_batch, TRAIN_COLUMNS,
                                CollateRows(load_tokenizer(str(checkpoint)).pad_token_id))
@@ -317,7 +317,6 @@ def train_case(
     reset_peak_memory(gpu)
     torch.manual_seed(config.seed)
     model = build_model(config, torch.bfloat16 if plan.bf16 else torch.float32).to(device)
-    spans = enable_gradient_checkpointing(model, method) if checkpointing else None
     trainable = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     with prints_logged_at_debug("deepspeed.initialize"):
@@ -330,8 +329,6 @@ def train_case(
     seconds, tokens, losses = [], [], []
     for step in range(plan.total_steps):
         batch = {key: value.to(device) for key, value in batches[step % len(batches)].items()}
-        if spans is not None:
-            spans.set(batches[step % len(batches)], batch["input_ids"])
         synchronize(gpu)
         began = time.perf_counter()
         loss = engine(**model_inputs(method, batch)).loss  # the micro-step of train_jobs.loop.train_loop
@@ -364,7 +361,7 @@ def train_case(
     # kept the model alive (else the next case's peak memory would include it).
     gone = weakref.ref(model)
     engine.destroy()
-    del engine, optimizer, model, trainable, spans, batch, batches, loss
+    del engine, optimizer, model, trainable, batch, batches, loss
     release_memory()
     figures["freed"] = gone() is None
     return figures
@@ -381,41 +378,6 @@ def training_batches(table: Any, config: Any, encode_batch: Callable, columns: l
         raise RuntimeError("no SFT row could be encoded for training")
     arrays = {name: usable[name].to_numpy(zero_copy_only=False) for name in columns}
     return [collate({name: values[i : i + 1] for name, values in arrays.items()}) for i in range(usable.num_rows)]
-
-
-class SpansDuringRecompute:
-    """A `context_fn` for torch's non-reentrant checkpointing: the recomputation in the backward pass
-    runs after PAC-LoRA's forward has left its routing block, so it re-enters it with the spans of
-    the micro-batch (`PACLoraModel.routing`). Without it PAC-LoRA cannot train under activation
-    checkpointing ("PAC-LoRA routing needs user_spans and news_spans")."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.spans: tuple[Any, Any, Any] | None = None  # user spans, news spans (on the CPU), input ids
-
-    def set(self, cpu_batch: dict[str, Any], input_ids: Any) -> None:
-        """Spans stay on the CPU: checking them there costs the GPU no synchronisation per layer."""
-        self.spans = (cpu_batch["user_spans"], cpu_batch["news_spans"], input_ids)
-
-    def __call__(self) -> tuple[Any, Any]:
-        if self.spans is None:
-            return contextlib.nullcontext(), contextlib.nullcontext()
-        return contextlib.nullcontext(), self.model.routing(*self.spans)
-
-
-def enable_gradient_checkpointing(model: Any, method: str) -> SpansDuringRecompute | None:
-    """transformers' activation checkpointing of every decoder layer (non-reentrant); for PAC-LoRA
-    with the spans restored during recomputation."""
-    spans = SpansDuringRecompute(model) if method == "pac_lora" else None
-    options: dict[str, Any] = {"use_reentrant": False}
-    if spans is not None:
-        options["context_fn"] = spans
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
-    model.config.use_cache = False  # as transformers would set it, without its warning
-    return spans
 
 
 # -------------------------------------------------------------------------------------------- serving
@@ -480,7 +442,7 @@ def load_served(
     prompts = {name: serving_prompts(table, tokenizer, model.routing) for name, model in served.items()}
     run.prompt_tokens = [len(encoding.input_ids) for encoding in prompts["base"]]
     shared = {id(param) for param in base.parameters()}
-    for name, model in served.items():  # peft keeps a LoRA adapter in fp32 on a bf16 base (autocast_adapter_dtype)
+    for name, model in served.items():  # both adapters in the base's dtype (pac_lora.load_lora_adapter)
         own = [param.dtype for param in model.model.parameters() if id(param) not in shared]
         run.adapter_dtypes[name] = str(own[0]).removeprefix("torch.") if own else "none"
     loaded.update(served=served, prompts=prompts, tokenizer=tokenizer)

@@ -1,8 +1,9 @@
 """bench/gpu.py cannot rot on a CPU machine: its --dry-run runs the whole bench (build, train through
 DeepSpeed, serve through serve.engine) on a tiny model and must print every figure; without a GPU
-and without --dry-run it says it was skipped and exits 0 (`make bench`); PAC-LoRA trains under
-the bench's activation checkpointing with the gradients it has without; a case out of time is
-skipped and a failing case is named while the others run."""
+and without --dry-run it says it was skipped and exits 0 (`make bench`); a case out of time is
+skipped and a failing case is named while the others run. The dry run trains with activation
+checkpointing on, through the train stage's `gradient_checkpointing` (its loss and gradients are
+checked against training without in tests/pac_lora/test_checkpointing.py)."""
 
 from __future__ import annotations
 
@@ -80,45 +81,6 @@ def test_without_a_gpu_it_says_skipped_and_exits_0() -> None:
     figures, stderr = run_script(timeout=300)
     assert "no CUDA device" in figures["skipped"] and figures["dry_run"] is False
     assert "skipped" in stderr
-
-
-@pytest.mark.parametrize("routing", ["sequence", "token"])
-def test_pac_lora_trains_under_activation_checkpointing(tmp_path: Path, routing: str) -> None:
-    """Same loss and gradients with the bench's checkpointing as without, and the decoder layers
-    really run twice (forward, then recomputed in the backward pass)."""
-    from pac_lora import PACLoraConfig, apply_pac_lora, build_prompt, build_tiny_checkpoint, collate, load_base_model
-
-    bench = load_bench()
-    directory = build_tiny_checkpoint(tmp_path / "model")
-    config = PACLoraConfig(routing=routing, dropout=0.0)
-    models, tokenizer = [], None
-    for _ in range(2):
-        base, tokenizer = load_base_model(directory, dtype=torch.float32)
-        models.append(apply_pac_lora(base, config).train())
-    plain, checkpointed = models
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in plain.adapter_state_dict().items():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-            checkpointed.adapter_state_dict()[name].copy_(param)
-    spans = bench.enable_gradient_checkpointing(checkpointed, "pac_lora")
-    runs = []
-    checkpointed.base_model.model.layers[0].mlp.register_forward_pre_hook(lambda *_: runs.append(1))
-    encodings = [build_prompt(tokenizer, "用户历史" * (1 + i), "新闻内容" * (2 - i), "请回答", response="好的",
-                              routing=routing) for i in range(2)]
-    batch = collate(encodings, tokenizer.pad_token_id)
-    spans.set(batch, batch["input_ids"])
-    losses = []
-    for model in (plain, checkpointed):
-        loss = model(**batch).loss
-        loss.backward()
-        losses.append(loss.item())
-    assert len(runs) == 2
-    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    grads = {name: param.grad for name, param in checkpointed.adapter_state_dict().items()}
-    for name, param in plain.adapter_state_dict().items():
-        assert grads[name] is not None, name
-        torch.testing.assert_close(grads[name], param.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_a_case_out_of_time_is_skipped_and_a_failing_case_is_named() -> None:
