@@ -161,7 +161,10 @@ def _start(state: ClusterState, node: Node, env: dict[str, str] | None = None) -
                     f"--dashboard-port={node.ports['dashboard']}", f"--ray-client-server-port={node.ports['client']}",
                     f"--temp-dir={state.temp_dir}"]
     else:
-        command += [f"--address={state.gcs_address}"]
+        # Its own temp dir: nodes sharing one would share one runtime_resources folder, and a node's runtime
+        # env agent would delete a job's working dir as unused there while the driver on another node runs in it.
+        temp_dir = tempfile.mkdtemp(prefix=f"{node.name}-", dir=state.temp_dir)
+        command += [f"--address={state.gcs_address}", f"--temp-dir={temp_dir}"]
     log = open(Path(state.directory) / f"{node.name}.log", "ab")  # noqa: SIM115 - the node process owns it
     process = subprocess.Popen(command, env={**_node_env(state), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
