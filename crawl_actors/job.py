@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 COOKIE_STATE_EVERY = 4  # polls
+ACTOR_RESTARTS = 3  # a crawl actor lost (crash, kill, its node) is restarted this often
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,33 @@ def _run_workers(config: CrawlConfig, jar: CookieJar, pool: CookiePool, frontier
         stop_reason = "interrupted (Ctrl-C)"
         print("\nstopping: letting the crawl actors flush what they hold...", file=sys.stderr)
         ray.get([worker.stop.remote(stop_reason) for worker in workers])
-    reports = ray.get(refs)
+    reports = _reports(workers, refs)
     stop_reason = stop_reason or next((r["stop_reason"] for r in reports if r["stop_reason"]), None)
     if stop_reason is None and not _call(frontier, "counts").drained:
         stop_reason = "the crawl actors stopped with tasks left"
     return reports, stop_reason
+
+
+def _reports(workers: list[Any], refs: list[Any], reruns: int = ACTOR_RESTARTS) -> list[dict[str, Any]]:
+    """Each actor's final report. An actor whose node was lost fails its `run` call with
+    ActorUnavailableError ("may or may not have executed"), which Ray does not retry: call `run` again on
+    the restarted actor (its constructor ran again; the tasks it held return to the frontier when their
+    lease ends), so the crawl goes on instead of failing."""
+    import ray
+
+    reports: list[dict[str, Any]] = []
+    for index, (worker, ref) in enumerate(zip(workers, refs)):
+        for attempt in range(reruns + 1):
+            try:
+                reports.append(ray.get(ref))
+                break
+            except ray.exceptions.RayActorError as error:
+                if attempt == reruns:
+                    raise
+                log.warning("crawl actor %d was lost (%s); running it again on its restarted actor", index,
+                            type(error).__name__)
+                ref = worker.run.remote()
+    return reports
 
 
 def _start_workers(config: CrawlConfig, jar: CookieJar, namespace: str) -> list[Any]:
@@ -178,7 +201,8 @@ def _start_workers(config: CrawlConfig, jar: CookieJar, namespace: str) -> list[
     settings = actor_config(config)
     return [
         remote.options(
-            name=f"{namespace}:crawler-{i}", num_cpus=config.actor_cpus, max_restarts=3, max_task_retries=3,
+            name=f"{namespace}:crawler-{i}", num_cpus=config.actor_cpus, max_restarts=ACTOR_RESTARTS,
+            max_task_retries=ACTOR_RESTARTS,
             max_concurrency=1000, scheduling_strategy=config.actor_scheduling,
         ).remote(f"crawler-{i}", settings, jar, namespace)
         for i in range(config.num_actors)
