@@ -8,7 +8,7 @@ STAMP := $(VENV)/.socialalign-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo bench clean-venv
+.PHONY: venv test test-multinode lint demo bench clean-venv
 
 venv: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Every test, tests/multinode included (a real 3-node Ray cluster on this machine; docs/scaling.md).
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The multi-node group alone.
+test-multinode: venv
+	$(BIN)/python -m pytest -m multinode tests/multinode $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

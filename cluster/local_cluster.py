@@ -29,7 +29,7 @@ from pathlib import Path
 STATE_FILE = "cluster.json"
 # Every port a node binds, given explicitly: Ray's defaults collide when several nodes share a machine.
 NODE_PORTS = ("node_manager", "object_manager", "agent", "agent_grpc", "metrics", "runtime_env")
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 240.0  # a loaded machine (load 50 on 2 cores) has taken minutes
 START_ATTEMPTS = 3
 
 
