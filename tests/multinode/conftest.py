@@ -85,7 +85,7 @@ def ray_job_id(state: local_cluster.ClusterState, submission_id: str) -> str:
     return local_cluster._get(state, f"/api/jobs/{submission_id}")["job_id"]
 
 
-def state_rows(state: local_cluster.ClusterState, kind: str, **filters: str) -> list[dict]:
+def state_rows(state: local_cluster.ClusterState, kind: str, /, **filters: str) -> list[dict]:
     """Rows of Ray's state API (`kind`: actors, tasks, ...) matching every filter (key=value)."""
     query = [("limit", "10000"), ("detail", "1")]
     for key, value in filters.items():
