@@ -165,7 +165,7 @@ def serve_yaml(models, port: int, **overrides: object) -> dict:
         "default_model": "alpha", "app_name": "multinode", "port": port,
         "num_replicas": 2, "max_replicas_per_node": 1, "replica_cpus": 1, "api_cpus": 0.25,
         "proxy_location": "HeadOnly",  # the nodes share this machine, so one host:port
-        "max_batch_size": 4, "max_ongoing_requests": 8, "max_queued_requests": 16,
+        "max_batch_size": 4, "max_ongoing_requests": 8, "max_queued_requests": 64,
         "max_new_tokens_limit": 16, "decoding": {"max_new_tokens": 4},
         "labeler": "placeholder-unlabelled",
     }
@@ -236,7 +236,7 @@ def test_serve_two_replicas_on_two_nodes_then_predict_and_evaluate(multinode, wo
             "head", *WORKER_NODES} and len(set(replicas.values())) == 2
         # Concurrent requests, more than one replica takes at once (max_ongoing_requests 8): Serve routes an
         # adapter's requests to the replica that holds it, and the overflow to the other, which loads it too.
-        with ThreadPoolExecutor(24) as pool:
+        with ThreadPoolExecutor(12) as pool:
             statuses = Counter(pool.map(lambda i: requests.post(
                 f"{url}/v1/predict/micro", json=micro(("alpha", "beta", "base")[i % 3]), timeout=120).status_code,
                 range(72)))
