@@ -58,9 +58,15 @@ def victim_back(multinode, cluster_secrets):
             local_cluster.restart_node(multinode, name, env=cluster_secrets)
 
 
-UNVERIFIED = pytest.mark.xfail(
+_NOT_YET_SEEN_PASSING = pytest.mark.xfail(
     strict=False, reason="not yet seen passing on the shared 2-core machine (load 30-60 while written); "
     "XPASS when it does (issue 18)")
+
+
+def UNVERIFIED(test):  # noqa: N802 (used as a decorator, like a mark)
+    """xfail until seen passing, and out of the default suite (slow: SOCIALALIGN_SLOW=1 runs it) so an
+    unverified fault case costs CI no time."""
+    return pytest.mark.slow(_NOT_YET_SEEN_PASSING(test))
 
 
 @UNVERIFIED

@@ -223,6 +223,7 @@ def stop_job(state, job: str) -> None:
              f"job {job} to stop", timeout_s=60)
 
 
+@pytest.mark.slow  # out of the default suite until seen passing (SOCIALALIGN_SLOW=1 runs it)
 @pytest.mark.xfail(strict=False, reason="this version (replicas RUNNING, per-replica counts from Serve's access "
                    "logs) not yet seen passing on the shared 2-core machine; XPASS when it does (issue 18)")
 def test_serve_two_replicas_on_two_nodes_then_predict_and_evaluate(multinode, work, tiny_models, sft_dir,  # noqa: F811
