@@ -118,7 +118,9 @@ def test_evaluation_hands_the_judge_its_endpoint_config() -> None:
     with judge.running() as url:
         config = EvaluateConfig(labeler="llm-judge", judge={"base_url": url, "model": "judge", "max_retries": 0})
         labeler = make_labeler(config.labeler, **labeler_options(config))
-        assert isinstance(labeler, LLMJudgeLabeler) and labeler.endpoint is config.judge
+        assert isinstance(labeler, LLMJudgeLabeler)
+        # the config's endpoint, without its key (a labelling worker reads that from its environment)
+        assert labeler.endpoint == config.judge.model_copy(update={"api_key": None})
         assert labeler.label(["支持新政！"], topic="北京交通新政") == ["positive"]
     with pytest.raises(ValueError, match="max_retry"):  # serve's labeler_options are the endpoint's fields
         make_labeler("llm-judge", base_url=url, model="judge", max_retry=3)
