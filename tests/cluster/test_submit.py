@@ -25,9 +25,9 @@ from cluster.stages import STAGES
 from cluster.submit import UPLOAD_EXCLUDES, SubmitError, auth_token, build_job, project_dependencies
 from crawl_actors.output import read_table
 from crawl_actors.simulator import SimulatorConfig, WeiboSimulator, unlimited_rates
-from crawl_actors.tasks import BEIJING
 from tests.cluster.prometheus import Samples, scrape_until
 from tests.conftest import REPO, VENV_BIN
+from tests.crawl_actors.windows import topic_hours
 
 PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
 
@@ -264,13 +264,11 @@ def working_dir(tmp_path: Path, simulator: WeiboSimulator) -> Path:
     # Outside the working dir (submit refuses to upload a secret file): where the cluster reads it.
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "cookies.txt").write_text("\n".join(simulator.new_cookies(2)) + "\n")
-    topics = simulator.topics()
-    start = min(t.start for t in topics).astimezone(BEIJING)
-    end = max(t.end for t in topics).astimezone(BEIJING)
+    start, end = topic_hours(simulator)
     crawl = {
-        "keywords": [t.query for t in topics],
-        "start": f"{start:%Y-%m-%d}-{start.hour}",
-        "end": f"{end:%Y-%m-%d}-{end.hour}",
+        "keywords": [t.query for t in simulator.topics()],
+        "start": start,
+        "end": end,
         "cookies_file": str(tmp_path / "secrets" / "cookies.txt"),  # absolute: on storage the cluster reads
         "endpoints": {host: simulator.base_url for host in ("search", "mobile", "ajax", "ai")},
         "rates": {host: {"rate": 50, "burst": 5} for host in ("search", "mobile", "ajax", "ai")},

@@ -33,7 +33,7 @@ from crawl_actors.job import crawl, run
 from crawl_actors.output import read_table
 from crawl_actors.shared import crawl_namespace
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator
-from crawl_actors.tasks import BEIJING
+from tests.crawl_actors.windows import topic_hours
 
 RATES = {"search": RateLimit(40, 2), "mobile": RateLimit(60, 4), "ajax": RateLimit(60, 4), "ai": RateLimit(40, 2)}
 COMPARED = ("topics", "posts", "users", "history")
@@ -70,13 +70,12 @@ def backend(request) -> str | None:
 def crawl_config(sim: WeiboSimulator, output_dir: Path, cookies: list[str], redis_url: str | None = None,
                  **overrides: Any) -> CrawlConfig:
     topics = sim.topics()
-    start = min(t.start for t in topics).astimezone(BEIJING)
-    end = max(t.end for t in topics).astimezone(BEIJING)
+    start, end = topic_hours(sim)
     values: dict[str, Any] = dict(
         # Both forms: the hot topic (sliced down to cities) as a plain keyword, the others as hashtags.
         keywords=[t.name if t.hot else t.query for t in topics],
-        start=f"{start:%Y-%m-%d}-{start.hour}",
-        end=f"{end:%Y-%m-%d}-{end.hour}",
+        start=start,
+        end=end,
         cookies=SecretStr("\n".join(cookies)),
         redis_url=SecretStr(redis_url) if redis_url else None,
         cookie_namespace=COOKIE_NAMESPACE,

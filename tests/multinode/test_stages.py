@@ -21,9 +21,9 @@ import requests
 from cluster import local_cluster
 from cluster.schemas import CRAWL_TABLES
 from crawl_actors.simulator import SimulatorConfig, WeiboSimulator
-from crawl_actors.tasks import BEIJING
 from tests.conftest import free_port
 from tests.crawl_actors.test_crawl import RATES, assert_equals_ground_truth
+from tests.crawl_actors.windows import topic_hours
 from tests.multinode.conftest import job_report, node_names, ray_job_id, state_rows, submit, wait_for
 from tests.serve.conftest import tiny_models  # noqa: F401 - the served models' fixture
 from tests.train_jobs.conftest import base_model, sft_dir, sft_rows, tiny_model, train_env  # noqa: F401
@@ -43,13 +43,11 @@ def simulator():
 
 
 def crawl_yaml(sim: WeiboSimulator, output: Path, cookies_file: Path, **overrides: object) -> dict:
-    topics = sim.topics()
-    start = min(t.start for t in topics).astimezone(BEIJING)
-    end = max(t.end for t in topics).astimezone(BEIJING)
+    start, end = topic_hours(sim)
     config = {
-        "keywords": [t.query for t in topics],
-        "start": f"{start:%Y-%m-%d}-{start.hour}",
-        "end": f"{end:%Y-%m-%d}-{end.hour}",
+        "keywords": [t.query for t in sim.topics()],
+        "start": start,
+        "end": end,
         "cookies_file": str(cookies_file),  # absolute, outside the working dir: storage the cluster reads
         "cookie_namespace": f"test:multinode:{uuid.uuid4().hex[:8]}",
         "endpoints": {host: sim.base_url for host in ("search", "mobile", "ajax", "ai")},
