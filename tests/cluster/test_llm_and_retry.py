@@ -49,7 +49,9 @@ def test_a_503_is_retried_after_the_seconds_its_retry_after_names() -> None:
         [(answer, tries)] = ask(llm)
         first, second = llm.calls.arrivals
     assert answer == FakeLLM.answer("你好") and tries == 2
-    assert 1.0 <= second - first < 3.0  # the server's wait, not the 0.01 s the policy would have picked
+    # the server's wait, not the 0.01-0.02 s the policy would have picked (a lower bound only: a loaded
+    # machine may add to any wait, so an upper bound would measure the machine, not the client)
+    assert second - first >= 1.0
 
 
 def test_a_retry_after_given_as_an_http_date_is_honoured() -> None:
@@ -57,14 +59,15 @@ def test_a_retry_after_given_as_an_http_date_is_honoured() -> None:
     with server(Scripted(503, retry_after=later)).running() as llm:
         [(_, tries)] = ask(llm)
         first, second = llm.calls.arrivals
-    assert tries == 2 and 0.9 <= second - first < 3.0  # the date has whole seconds: 1-2 s from now
+    assert tries == 2 and second - first >= 0.9  # the date has whole seconds: 1-2 s from now, never the policy's 0.02 s
 
 
 def test_a_retry_after_beyond_the_policys_limit_is_not_waited_for() -> None:
     with server(Scripted(503, retry_after="3600")).running() as llm:
-        started = time.monotonic()
         [(_, tries)] = ask(llm, backoff=Backoff(attempts=2, initial_s=0.01, max_retry_after_s=60))
-    assert tries == 2 and time.monotonic() - started < 3.0
+        first, second = llm.calls.arrivals
+    # the policy's own wait (<= 0.01 s), not the hour asked nor the 60 s cap: any load stays far below 30 s
+    assert tries == 2 and second - first < 30.0
 
 
 def test_429s_are_retried_until_an_answer_comes() -> None:
@@ -77,10 +80,10 @@ def test_429s_are_retried_until_an_answer_comes() -> None:
 
 def test_a_request_that_times_out_is_asked_again() -> None:
     with server(Scripted(delay_s=2.0)).running() as llm:
-        started = time.monotonic()
         [(answer, tries)] = ask(llm, timeout_s=0.3)
-    assert answer == FakeLLM.answer("你好") and tries == 2
-    assert time.monotonic() - started < 1.8  # the client gave up on the hung request
+        asked = len(llm.calls.arrivals)
+    # a second try, answered: the client gave up on the hung request (had it waited, one try would answer)
+    assert answer == FakeLLM.answer("你好") and tries == 2 and asked == 2
 
 
 def test_a_400_is_not_retried_and_is_raised_as_the_endpoint_said() -> None:
