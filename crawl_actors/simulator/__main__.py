@@ -1,5 +1,7 @@
 """`python -m crawl_actors.simulator --port 8765 --seed 0 --cookies 4`: serve a local Weibo until Ctrl-C
-or SIGTERM. With --json it prints one JSON line instead (base_url, topics, cookies), for programs."""
+or SIGTERM. With --json it prints one JSON line instead (base_url, topics, cookies), for programs.
+With --write-truth DIR it serves nothing: it writes the same world's truth (and its oracle's
+predictions for --oracle-cases) to Parquet in DIR, prints one JSON line and exits."""
 
 from __future__ import annotations
 
@@ -8,17 +10,30 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from crawl_actors.simulator import HOSTS, RateLimit, SimulatorConfig, WeiboSimulator, unlimited_rates, weibo_limits
 from crawl_actors.simulator.corpus import BEIJING
+from crawl_actors.simulator.truth_files import write_truth_files
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.write_truth is None and (args.truth_topic or args.oracle_cases):
+        parser.error("--truth-topic and --oracle-cases go with --write-truth DIR")
     config = SimulatorConfig(seed=args.seed, num_users=args.users, num_topics=args.topics, search_layout=args.layout,
                              timeline_paging=args.timeline_paging,
                              history_posts=tuple(args.history), hot_topic_posts=args.hot_topic_posts,
                              topic_posts=args.topic_posts, host=args.host, port=args.port, fault_rate=args.fault_rate)
+    if args.write_truth is not None:
+        try:
+            written = write_truth_files(config, args.write_truth, args.truth_topic, args.oracle_cases,
+                                        args.oracle_samples, args.oracle_seed, args.oracle_variant)
+        except ValueError as error:
+            parser.error(str(error))
+        print(json.dumps(written, ensure_ascii=False), flush=True)
+        return
     config.rates = unlimited_rates() if args.unlimited else args.rates
     simulator = WeiboSimulator(config)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave the `with` below: the server stops cleanly
@@ -52,7 +67,23 @@ def _parser() -> argparse.ArgumentParser:
     limits.add_argument("--unlimited", action="store_true", help="no rate limits")
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--json", action="store_true", help="print one JSON line: base_url, topics, cookies")
+    truth = parser.add_argument_group("truth", "write this world's truth to Parquet instead of serving it")
+    truth.add_argument("--write-truth", type=Path, metavar="DIR",
+                       help="write DIR/truth.parquet (evaluate's truth), and DIR/oracle.parquet with --oracle-cases")
+    truth.add_argument("--truth-topic", action="append", metavar="NAME", help="only this topic (repeat; default: all)")
+    truth.add_argument("--oracle-cases", type=Path, metavar="SFT",
+                       help="an SFT split (build-dataset's sft/test): the oracle writes each case's post again")
+    truth.add_argument("--oracle-samples", type=_positive, default=5, metavar="K", help="oracle posts per case")
+    truth.add_argument("--oracle-seed", type=int, default=0, metavar="S", help="the oracle's fresh randomness")
+    truth.add_argument("--oracle-variant", default="full", metavar="NAME", help="the cases' prompt variant")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 1")
+    return value
 
 
 def _rates(text: str) -> dict[str, RateLimit]:
