@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -16,9 +17,11 @@ import pytest
 from PIL import Image
 
 from cluster.parquet import read_table_dir
-from cluster.schemas import CASES, CLEAN_HISTORY, CRAWL_TABLES, PERSONAS, PREDICTIONS, RETRIEVAL, SFT
+from cluster.schemas import CASES, CLEAN_HISTORY, CRAWL_TABLES, PERSONAS, PREDICTIONS, RETRIEVAL, SFT, TRUTH
 
 REPO = Path(__file__).resolve().parents[1]
+TRUTH_METHODS = ("zero-shot", "pac-lora", "history-baseline", "oracle")
+BENCHMARK = "bench/quality.py and docs/evaluation.md#quality-benchmark"
 
 
 # The demo runs as a subprocess, longer than the suite's per-test limit; it bounds itself.
@@ -97,11 +100,62 @@ def printed_rows(stdout: str) -> dict[str, int]:
 
 def test_every_stage_reports_and_the_summary_is_printed(demo) -> None:
     _, stdout = demo
-    for stage in ("ray", "crawl", "build-dataset", "base model", "train", "serve", "evaluate"):
+    for stage in ("ray", "crawl", "build-dataset", "base model", "train", "serve", "evaluate", "truth"):
         assert f"[{stage:<13}] ok" in stdout, stage
-    for line in ("rows:", "training:   loss", "serving:", "macro JS:", "adapter:", "report:"):
+    for line in ("rows:", "training:   loss", "serving:", "macro JS:", "held out:", "adapter:", "report:"):
         assert line in stdout
     assert ", 0 rate-limit violations" in stdout
+
+
+def printed_truth(stdout: str, figure: str) -> dict[str, float | None]:
+    """The summary's figures against the truth, in the lines after `held out:`:
+    `              micro macro-F1 zero-shot 0.244, pac-lora ...`."""
+    block = stdout.split("  held out:", 1)[1].splitlines()[1:]
+    line = next(line for line in block if line.strip().startswith(figure))
+    pairs = (item.strip().rsplit(" ", 1) for item in line.strip().removeprefix(figure).split(","))
+    return {method: None if value == "n/a" else float(value) for method, value in pairs}
+
+
+def test_the_summary_names_the_four_methods_against_the_truth_and_points_to_the_benchmark(demo) -> None:
+    out, stdout = demo
+    report = json.loads((out / "report-truth" / "_SUCCESS.json").read_text(encoding="utf-8"))["report"]
+    held_out = set(read_table_dir(out / "dataset" / "sft" / "test", SFT)["topic"].to_pylist())
+    summary = stdout.split("SocialAlign demo finished", 1)[1]
+    assert f"held out:   #{held_out.pop()}#" in summary and "labelled by simulator-lexicon" in summary
+    for printed, figure in (("micro macro-F1", "sentiment_macro_f1"), ("macro JS", "js")):
+        shown = printed_truth(summary, printed)
+        assert tuple(shown) == TRUTH_METHODS
+        for method, value in shown.items():
+            expected = report["methods"][method][figure]
+            assert value == (None if expected is None else round(expected, 3)), (printed, method)
+        assert shown["oracle"] is not None and shown["history-baseline"] is not None
+    assert "too small to show" in summary and BENCHMARK in summary
+    assert (REPO / "bench" / "quality.py").is_file()
+    assert "## Quality benchmark" in (REPO / "docs" / "evaluation.md").read_text(encoding="utf-8")
+
+
+def test_the_truth_is_the_crawled_worlds_and_the_oracle_writes_every_held_out_post_again(demo) -> None:
+    out, _ = demo
+    test = read_table_dir(out / "dataset" / "sft" / "test", SFT)
+    truth = pq.read_table(out / "truth" / "truth.parquet")
+    assert truth.schema.equals(TRUTH)
+    assert set(truth["topic"].to_pylist()) == set(test["topic"].to_pylist())
+    assert set(test["mid"].to_pylist()) <= set(truth["mid"].to_pylist())  # every case's real post has its truth
+    oracle = pq.read_table(out / "truth" / "oracle.parquet")
+    assert oracle.schema.names == PREDICTIONS.names and oracle.num_rows == 5 * test.num_rows
+    assert set(oracle["method"].to_pylist()) == {"oracle"}
+    assert sorted(set(oracle["mid"].to_pylist())) == sorted(test["mid"].to_pylist())
+    report = json.loads((out / "report-truth" / "_SUCCESS.json").read_text(encoding="utf-8"))["report"]
+    assert report["labeler"] == "simulator-lexicon"
+    assert report["truth"]["labeller_vs_truth"]["accuracy"] == 1.0  # the truth-aware labeller on the real posts
+    assert set(TRUTH_METHODS) <= set(report["methods"])
+    for method in TRUTH_METHODS:
+        assert report["methods"][method]["sentiment_macro_f1"] is not None, method
+    assert report["methods"]["oracle"]["predictions"] == oracle.num_rows
+    assert (out / "report-truth" / "report.md").is_file()
+    # the demo's own evaluation keeps its default labeller and the labelled real posts
+    assert json.loads((out / "report" / "_SUCCESS.json").read_text(encoding="utf-8"))["report"]["labeler"] != \
+        "simulator-lexicon"
 
 
 def test_crawl_and_dataset_tables_are_well_formed(demo) -> None:
@@ -188,4 +242,5 @@ def test_a_rerun_in_a_terminal_reuses_every_finished_stage_and_draws_nothing_str
     assert stray_lines(again) == []
     assert "[base model   ] reused" in again
     assert "[serve        ] reused" in again and "[evaluate     ] reused" in again
+    assert "[truth        ] reused" in again
     assert printed_rows(again) == printed_rows(first)  # the crawl resumed: nothing fetched twice

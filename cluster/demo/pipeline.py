@@ -31,6 +31,12 @@ METHODS = (ADAPTER_ID, "zero-shot")
 # The simulated Weibo's per-cookie limits, fast enough for a demo; the crawl keeps to the same pace.
 RATES = {"search": (20, 2), "mobile": (40, 4), "ajax": (40, 4), "ai": (20, 2)}
 DATASET_STEPS = ("clean", "retrieval", "personas", "sft")
+# Against the simulator's truth, on the held-out topic: the four methods the summary names, the
+# truth-aware labeller that scores them (labeller error hides nothing), and the oracle's samples per post.
+TRUTH_METHODS = ("zero-shot", ADAPTER_ID, "history-baseline", "oracle")
+TRUTH_LABELER = "simulator-lexicon"
+ORACLE_SAMPLES = 5
+BENCHMARK = "bench/quality.py and docs/evaluation.md#quality-benchmark"
 
 
 def run(config: DemoConfig) -> int:
@@ -58,6 +64,7 @@ def run(config: DemoConfig) -> int:
             _train(settings, size, out, console, figures)
             _serve_and_predict(config, settings, info, out, console, figures)
             _evaluate(settings, out, console, figures)
+            _against_truth(settings, size, out, console, figures)
         _summary(console, out, figures, info, time.monotonic() - began)
     return 0
 
@@ -65,10 +72,8 @@ def run(config: DemoConfig) -> int:
 def _crawl(settings: dict, size: DemoSize, out: Path, console: Console, figures: dict) -> None:
     """Crawl the simulator's topics through the cookie pool, as a user would crawl Weibo; the last
     topic (a regular one: the first, hot topic trains) is held out for evaluation."""
-    arguments = ["--seed", "0", "--users", str(size.users), "--history", *map(str, size.history),
-                 "--hot-topic-posts", str(size.hot_topic_posts), "--topic-posts", str(size.topic_posts)]
     began = time.monotonic()
-    topics, violations = crawl_simulator(settings, arguments, out / "crawl", console.log)
+    topics, violations = crawl_simulator(settings, world_arguments(size), out / "crawl", console.log)
     figures["held_out"] = topics[-1].name
     report = read_report(out / "crawl")
     figures["rows"].update({f"crawl/{name}": count for name, count in report["rows"].items()})
@@ -76,6 +81,13 @@ def _crawl(settings: dict, size: DemoSize, out: Path, console: Console, figures:
     console.stage("crawl", f"ok: {rows} from the Weibo simulator in {time.monotonic() - began:.1f}s, "
                            f"{report['requests']} requests through {COOKIES} cookies, "
                            f"{violations} rate-limit violations")
+
+
+def world_arguments(size: DemoSize) -> list[str]:
+    """The simulator's world for `size` (seed, users, history, topic posts): the crawl serves it, and
+    the truth is written from it again (the same arguments build the same world)."""
+    return ["--seed", "0", "--users", str(size.users), "--history", *map(str, size.history),
+            "--hot-topic-posts", str(size.hot_topic_posts), "--topic-posts", str(size.topic_posts)]
 
 
 def crawl_simulator(settings: dict, arguments: list[str], output_dir: Path, log: Any,
@@ -206,6 +218,46 @@ def _evaluate(settings: dict, out: Path, console: Console, figures: dict) -> Non
                               f"(zero-shot {_number(zero['js'])}); report {_show(report_dir / 'report.md')}")
 
 
+def _against_truth(settings: dict, size: DemoSize, out: Path, console: Console, figures: dict) -> None:
+    """The held-out topic scored against the simulator's truth: the simulator's command writes the
+    crawled world's truth and the oracle's predictions (each held-out post written again by its user,
+    ORACLE_SAMPLES times), then evaluate scores zero-shot, PAC-LoRA, the history baseline and the
+    oracle with the truth-aware labeller (the evaluate step above keeps the default labeller and the
+    labelled real posts). A rerun reuses both while their inputs are unchanged."""
+    truth_dir, report_dir, test_split = out / "truth", out / "report-truth", out / "dataset" / "sft" / "test"
+    truth, oracle = truth_dir / "truth.parquet", truth_dir / "oracle.parquet"
+    began = time.monotonic()
+    written = oracle.is_file() and truth.is_file() and _newest(oracle) > _newest(*test_split.rglob("*.parquet"))
+    if not written:
+        try:
+            services.simulator_truth([*world_arguments(size), "--write-truth", str(truth_dir), "--truth-topic",
+                                      figures["held_out"], "--oracle-cases", str(test_split),
+                                      "--oracle-samples", str(ORACLE_SAMPLES)], console.log)
+        except RuntimeError as error:  # e.g. a crawl kept in `out` from an older simulator: another world
+            raise RuntimeError(f"{error} (was {_show(out)} made by an older version of the simulator? remove it "
+                               "and run the demo again)") from None
+    files = [*(out / "predictions" / f"{method}.parquet" for method in METHODS), oracle]
+    success = report_dir / "_SUCCESS.json"
+    reused = written and success.is_file() and _newest(success) > _newest(*files, truth)
+    if not reused:
+        stages.run("evaluate", {**settings, "predictions": [str(p) for p in files], "output_dir": str(report_dir),
+                                "labeler": TRUTH_LABELER, "truth": str(truth), "dataset": str(out / "dataset")})
+    methods = read_report(report_dir)["methods"]
+    figures["truth"] = {method: methods.get(method, {}) for method in TRUTH_METHODS}
+    console.stage("truth", f"{'reused' if reused else 'ok'}: #{figures['held_out']}# against the simulator's "
+                           f"truth ({TRUTH_LABELER}): micro macro-F1 {_by_method(figures, 'sentiment_macro_f1')}; "
+                           f"macro JS {_by_method(figures, 'js')} in {time.monotonic() - began:.1f}s; "
+                           f"report {_show(report_dir / 'report.md')}")
+
+
+def _by_method(figures: dict, figure: str) -> str:
+    return ", ".join(f"{method} {_number(values.get(figure))}" for method, values in figures["truth"].items())
+
+
+def _newest(*paths: Path) -> int:
+    return max((path.stat().st_mtime_ns for path in paths), default=0)
+
+
 def _summary(console: Console, out: Path, figures: dict, info: RayInfo, seconds: float) -> None:
     first, last = figures.get("loss", (None, None))
     console.say(f"\nSocialAlign demo finished in {seconds:.0f}s")
@@ -213,13 +265,23 @@ def _summary(console: Console, out: Path, figures: dict, info: RayInfo, seconds:
     console.say(f"  training:   loss {_number(first)} -> {_number(last)}")
     console.say(f"  serving:    {figures.get('throughput', 0.0):.1f} posts/s")
     console.say("  macro JS:   " + ", ".join(f"{m} {_number(v)}" for m, v in figures.get("js", {}).items()))
+    if "truth" in figures:
+        console.say(f"  held out:   #{figures['held_out']}#, {figures['rows'].get('sft/test')} posts, against the "
+                    f"simulator's truth, labelled by {TRUTH_LABELER}:")
+        console.say(f"              micro macro-F1 {_by_method(figures, 'sentiment_macro_f1')}")
+        console.say(f"              macro JS       {_by_method(figures, 'js')}")
+        console.say("              the demo is too small to show whether PAC-LoRA beats the baselines: the "
+                    f"benchmark measures it ({BENCHMARK})")
     console.say(f"  tables:     {_show(out / 'crawl')}/{{topics,posts,users,history,errors}}")
     console.say(f"              {_show(out / 'dataset')}/{{clean/history,clean/cases,retrieval,personas,sft/train,"
                 "sft/test}")
     console.say(f"              {_show(out / 'predictions')}/{{{','.join(METHODS)}}}.parquet, "
                 f"{_show(out / 'report')}/{{scored,summary,macro}}.parquet")
+    console.say(f"              {_show(out / 'truth')}/{{truth,oracle}}.parquet, "
+                f"{_show(out / 'report-truth')}/{{scored,summary,macro}}.parquet")
     console.say(f"  adapter:    {_show(figures['adapter'])}")
-    console.say(f"  report:     {_show(out / 'report' / 'report.md')}")
+    console.say(f"  report:     {_show(out / 'report' / 'report.md')}; against the truth: "
+                f"{_show(out / 'report-truth' / 'report.md')}")
     console.say(f"  logs:       {_show(console.log_path)}" + (f"; Ray's: {info.log_dir}" if info.log_dir else ""))
 
 

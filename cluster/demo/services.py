@@ -1,5 +1,6 @@
 """The two long-running services of the demo, each a process of its own started by module name, as
-a user would start them: the local Weibo simulator and the Serve application.
+a user would start them: the local Weibo simulator and the Serve application; and the simulator's
+command once more, to write the truth of the world it served (`simulator_truth`).
 
 Each prints one line that says where it listens (the simulator a JSON object, Serve its
 "serving ... at URL" line); everything else they write goes to the demo's log file. Leaving the
@@ -56,6 +57,23 @@ def simulator(arguments: list[str], log: IO[str]) -> Iterator[Simulator]:
         info = json.loads(_wait_for(process, first_line, lambda line: line.startswith("{")))
         topics = [Topic(**topic) for topic in info["topics"]]
         yield Simulator(info["base_url"], topics, info["cookies"])
+
+
+def simulator_truth(arguments: list[str], log: IO[str]) -> dict[str, Any]:
+    """`python -m crawl_actors.simulator ...arguments` with `--write-truth DIR` among them: the world
+    those arguments build (the one crawled, given the crawl's world arguments) has its truth (and
+    its oracle's predictions) written to DIR; returns the JSON line it prints. Its output goes to
+    the log; a failure is a RuntimeError with its last error line."""
+    command = [sys.executable, "-m", "crawl_actors.simulator", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log.write(result.stdout + result.stderr)
+    log.flush()
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"`python -m crawl_actors.simulator --write-truth` exited with code {result.returncode}: "
+                           f"{last}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @contextmanager
