@@ -112,5 +112,9 @@ def wait_for(condition, what: str, timeout_s: float = 120, poll_s: float = 0.5):
     raise TimeoutError(f"{what}: not after {timeout_s:.0f}s")
 
 
+def job_logs(state: local_cluster.ClusterState, job: str) -> str:
+    return local_cluster._get(state, f"/api/jobs/{job}/logs")["logs"]
+
+
 def job_report(output: Path) -> dict:
     return json.loads((output / "_SUCCESS.json").read_text())["report"]
