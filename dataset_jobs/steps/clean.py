@@ -75,8 +75,8 @@ def build(config: DatasetConfig, crawl_dir: Path, out: Path) -> dict[str, Any]:
     kept = judged.filter(expr=col("dropped_by").is_null()).drop_columns(["dropped_by"]).materialize()
     usable = {}
     if kept.count():
-        summaries = kept.groupby("user_id").map_groups(user_summary, batch_format="pyarrow",
-                                                       fn_kwargs={"targets": targets_ref})
+        summaries = kept.groupby("user_id", num_partitions=partitions()).map_groups(
+            user_summary, batch_format="pyarrow", fn_kwargs={"targets": targets_ref})
         usable = {row["user_id"]: (row["kept"], set(row["kept_targets"])) for row in summaries.take_all()}
     cases, case_report = _cases(config, crawl_dir, posts, names, usable)
 

@@ -29,7 +29,9 @@ def read_dataset(directory: Path, schema: pa.Schema) -> Any:
         log.error("left out an unreadable input file: %s", problem)
     if not files:
         return ray.data.from_arrow(schema.empty_table())
-    return ray.data.read_parquet(files, schema=schema)
+    # Ray Data splits any read into at least 200 blocks (read_op_min_num_blocks): for our small per-user
+    # tables that is hundreds of tasks per step and per shuffle, so ask for what the files and CPUs use.
+    return ray.data.read_parquet(files, schema=schema, override_num_blocks=max(len(files), partitions()))
 
 
 def write_dataset(dataset: Any, directory: Path, schema: pa.Schema) -> None:
