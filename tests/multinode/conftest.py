@@ -24,6 +24,11 @@ import pytest
 from cluster import local_cluster
 from tests.conftest import REPO, VENV_BIN
 
+# The trained and served tiny models, imported here once so that both test modules share one of each
+# (a fixture imported into two test modules is built twice, ~50 s each).
+from tests.serve.conftest import tiny_models  # noqa: F401, E402
+from tests.train_jobs.conftest import base_model, sft_dir, sft_rows, tiny_model, train_env  # noqa: F401, E402
+
 pytestmark = pytest.mark.multinode
 
 PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")

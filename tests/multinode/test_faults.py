@@ -28,8 +28,6 @@ from tests.multinode.test_stages import (
     train_workers_by_node,
     train_yaml,
 )
-from tests.serve.conftest import tiny_models  # noqa: F401
-from tests.train_jobs.conftest import base_model, sft_dir, sft_rows, tiny_model, train_env  # noqa: F401
 
 pytestmark = [pytest.mark.multinode, pytest.mark.timeout(900)]  # a node lost and replaced: minutes
 
@@ -102,8 +100,8 @@ def _job_id_once_running(state, job: str) -> str | None:
     return info.get("job_id") if info["status"] == "RUNNING" and info.get("job_id") else None
 
 
-def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(multinode, work, train_env, base_model,  # noqa: F811
-                                                                   sft_dir, cluster_secrets, victim_back,  # noqa: F811
+def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(multinode, work, train_env, base_model,
+                                                                   sft_dir, cluster_secrets, victim_back,
                                                                    tmp_path: Path) -> None:
     storage = tmp_path / "shared-storage"
     steps = 16
@@ -133,7 +131,7 @@ def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(multinode, wo
     assert math.isfinite(report["final_loss"])
 
 
-def test_a_node_lost_while_serving_answers_503_or_200_never_hangs(multinode, work, tiny_models,  # noqa: F811
+def test_a_node_lost_while_serving_answers_503_or_200_never_hangs(multinode, work, tiny_models,
                                                                  cluster_secrets, victim_back, tmp_path: Path) -> None:
     # Half a CPU per replica: the lost node's replica can be rescheduled on a surviving node (the head).
     job, url = start_serving(multinode, work, tiny_models, tmp_path, replica_cpus=0.5)

@@ -25,8 +25,6 @@ from tests.conftest import free_port
 from tests.crawl_actors.test_crawl import RATES, assert_equals_ground_truth
 from tests.crawl_actors.windows import topic_hours
 from tests.multinode.conftest import job_logs, job_report, node_names, ray_job_id, state_rows, submit, wait_for
-from tests.serve.conftest import tiny_models  # noqa: F401 - the served models' fixture
-from tests.train_jobs.conftest import base_model, sft_dir, sft_rows, tiny_model, train_env  # noqa: F401
 
 pytestmark = pytest.mark.multinode
 
@@ -137,7 +135,7 @@ def train_workers_by_node(state, job: str) -> Counter:
     return Counter(names[a["node_id"]] for a in actors)
 
 
-def test_train_puts_one_deepspeed_worker_on_each_node(multinode, work, train_env, base_model, sft_dir,  # noqa: F811
+def test_train_puts_one_deepspeed_worker_on_each_node(multinode, work, train_env, base_model, sft_dir,
                                                      tmp_path: Path) -> None:
     storage = tmp_path / "shared-storage"  # what every node reads: on one machine, a shared directory
     job = f"mn-train-{secrets.token_hex(3)}"
@@ -224,7 +222,7 @@ def stop_job(state, job: str) -> None:
              f"job {job} to stop", timeout_s=60)
 
 
-def test_serve_two_replicas_on_two_nodes_then_predict_and_evaluate(multinode, work, tiny_models, sft_dir,  # noqa: F811
+def test_serve_two_replicas_on_two_nodes_then_predict_and_evaluate(multinode, work, tiny_models, sft_dir,
                                                                    tmp_path: Path) -> None:
     since = time.strftime("%Y-%m-%d %H:%M:%S")
     job, url = start_serving(multinode, work, tiny_models, tmp_path)
