@@ -129,3 +129,16 @@ def _mkdir(path: Path) -> Path:
 def _text(path: Path) -> Path:
     path.write_text("not parquet")
     return path
+
+
+def test_the_demo_pages_command_parses() -> None:
+    """docs/demo.md shows the command as the demo runs it; tests/test_docs.py leaves the simulator's to us."""
+    from crawl_actors.simulator.__main__ import _parser
+
+    text = (REPO / "docs" / "demo.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("python -m crawl_actors.simulator")
+             and "--write-truth" in line]
+    assert lines
+    for line in lines:
+        args = _parser().parse_args(line.split()[3:])
+        assert args.write_truth is not None and args.oracle_cases is not None
