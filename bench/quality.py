@@ -313,7 +313,8 @@ def run(args: argparse.Namespace, size: Size, out: Path) -> dict:
             best_js = best_routing([out / f"seed-{seed}" / "report" / labelers[0] for seed in seeds])
     result: dict[str, Any] = dict(combined[labelers[0]])
     for labeler in labelers[1:]:
-        result[f"with_{labeler}"] = {key: combined[labeler][key] for key in ("methods", "labeller_accuracy")}
+        result[f"with_{labeler}"] = {**{key: combined[labeler][key] for key in ("methods", "labeller_accuracy")},
+                                     "target_met": target_met(combined[labeler]["methods"])}
     result.update({
         "seeds": len(seeds), "size": args.size, "split": args.split, "world_seed": args.world_seed,
         "labeler": labelers[0], "held_out": held_out, "ablated_routing": best, "best_routing_by_js": best_js,
@@ -404,6 +405,7 @@ def markdown(result: dict) -> str:
         accuracy = (figures.get("labeller_accuracy") or {}).get("mean")
         lines += [f"## Labelled by {labeler} (its accuracy against the truth on the real posts: "
                   f"{'n/a' if accuracy is None else f'{accuracy:.3f}'})", "",
+                  f"Target met (in the mean over seeds; compare the margins with the sd): {figures['target_met']}.", "",
                   "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
         for method, values in figures["methods"].items():
             cells = []

@@ -61,14 +61,42 @@ def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half
     assert not quality.target_met(methods(0.1, 0.5, 0.4))["pac-lora-token"]  # closes less than half the gap
 
 
+def run_bench(out: Path, *options: str) -> dict:
+    """bench/quality.py on the tiny world, one seed, as a user runs it; its last line parsed."""
+    command = [sys.executable, str(ROOT / "bench" / "quality.py"), "--size", "tiny", "--seeds", "1",
+               "--out", str(out), *options]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(900)
+def test_tiny_world_without_training_the_harness_scores_and_the_oracle_beats_zero_shot(tmp_path: Path) -> None:
+    """The harness end to end (crawl, build-dataset, base model, predict, evaluate against the truth)
+    with the methods that train nothing; the trained ones are the slow test's."""
+    result = run_bench(tmp_path / "quality", "--methods", "zero-shot", "--no-ablations")
+    methods = result["with_simulator-lexicon"]["methods"]
+    assert {"zero-shot", "history-baseline", "oracle"} <= set(methods) <= {"zero-shot", "history-baseline",
+                                                                        "oracle"}, sorted(methods)
+    for name in methods:
+        for metric in ("micro_macro_f1", "macro_js"):
+            assert methods[name][metric]["mean"] is not None, (name, metric)
+    oracle, zero = methods["oracle"], methods["zero-shot"]
+    assert oracle["micro_macro_f1"]["mean"] >= zero["micro_macro_f1"]["mean"]
+    assert oracle["macro_js"]["mean"] <= zero["macro_js"]["mean"]
+    assert oracle["gap_closed_js"]["mean"] == pytest.approx(1.0)
+    # The oracle follows the users' stances; the untrained tiny base writes no judgement words, so its
+    # positive share is the same for everyone and has no rank correlation (None, not a number).
+    assert oracle["spearman_stance"]["mean"] > 0
+    assert result["labeller_accuracy"]["mean"] is not None
+    nothing_trained = {"pac-lora-token": False, "pac-lora-sequence": False}
+    assert result["target_met"] == result["with_simulator-lexicon"]["target_met"] == nothing_trained
+
+
 @pytest.mark.slow  # five trainings through Ray Train + DeepSpeed (~1 min of start-up each): SOCIALALIGN_SLOW=1
 @pytest.mark.timeout(1500)
 def test_tiny_world_every_method_scores_and_the_oracle_is_no_worse_than_zero_shot(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "bench" / "quality.py"), "--size", "tiny", "--seeds", "1",
-               "--out", str(tmp_path / "quality")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_bench(tmp_path / "quality")
     assert result["seeds"] == 1
     methods = result["methods"]
     expected = {"zero-shot", "lora", "pac-lora-token", "pac-lora-sequence", "history-baseline", "oracle"}
