@@ -321,6 +321,7 @@ def run(args: argparse.Namespace, size: Size, out: Path) -> dict:
         "ablation_seeds": min(args.ablation_seeds, len(seeds)), "settings": asdict(size),
         "sft": {"train_rows": sft_report.get("train_rows"), "test_rows": sft_report.get("test_rows")},
         "target_met": target_met(result["methods"]),
+        "retrieval": retrieval_signal(corpus, cases),
         "report": str(out / "report" / labelers[0] / "seeds.md"),
     })
     return result
@@ -355,6 +356,42 @@ def write_oracle(config: Any, cases: list[dict], size: Size, seed: int, out: Pat
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_parquet(oracle_predictions(config, cases, samples=size.samples, seed=seed), path)
     return path
+
+
+def retrieval_signal(corpus: Any, cases: list[dict]) -> dict:
+    """What the retrieved history gives a model to read a user's stance from. Each retrieved post of a
+    held-out case is the user's own post on the topic's category (its judgements follow the stance
+    that sets the truth), on another category, on daily life, or a repost of another user's post.
+    Also: the share of cases with at least one post on the category retrieved, against the share whose
+    user wrote one at all (what a perfect retriever could find)."""
+    category = {topic.name: topic.category for topic in corpus.topics}
+    kinds: dict[str, int] = defaultdict(int)
+    retrieved, written = 0, 0
+    for case in cases:
+        post = corpus.posts.get(case["mid"])
+        same = 0
+        for mid in case["history_mids"]:
+            kind = _history_kind(corpus.posts.get(mid), category[case["topic"]])
+            kinds[kind] += 1
+            same += kind == "own_same_category"
+        retrieved += same > 0
+        written += post is not None and any(
+            corpus.posts[mid].category == category[case["topic"]] and corpus.posts[mid].retweet_of is None
+            and corpus.posts[mid].topic is None for mid in corpus.timelines.get(post.uid, ()))
+    total = sum(kinds.values()) or 1
+    return {"retrieved_posts": {kind: round(count / total, 3) for kind, count in sorted(kinds.items())},
+            "cases_with_same_category_retrieved": round(retrieved / max(len(cases), 1), 3),
+            "cases_whose_user_wrote_on_the_category": round(written / max(len(cases), 1), 3)}
+
+
+def _history_kind(post: Any, category: str) -> str:
+    if post is None:
+        return "unknown"
+    if post.retweet_of is not None:
+        return "repost_of_another_user"
+    if post.category is None:
+        return "own_daily_life"
+    return "own_same_category" if post.category == category else "own_other_category"
 
 
 def best_routing(reports: list[Path]) -> str | None:

@@ -61,6 +61,27 @@ def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half
     assert not quality.target_met(methods(0.1, 0.5, 0.4))["pac-lora-token"]  # closes less than half the gap
 
 
+def test_retrieval_signal_sorts_each_retrieved_post_by_what_it_says_of_the_users_stance() -> None:
+    corpus = quality.build_world(quality.SIZES["tiny"], world_seed=0)
+    topic = next(t for t in corpus.topics if not t.hot)
+    post = corpus.posts[corpus.topic_posts[topic.name][0]]
+    own = [corpus.posts[mid] for mid in corpus.timelines[post.uid] if corpus.posts[mid].topic is None]
+    same = [p.mid for p in own if p.retweet_of is None and p.category == topic.category]
+    other = [p.mid for p in own if p.retweet_of is None and p.category not in (None, topic.category)]
+    daily = [p.mid for p in own if p.retweet_of is None and p.category is None]
+    repost = [p.mid for p in corpus.posts.values() if p.retweet_of is not None]
+    history = same[:1] + other[:1] + daily[:1] + repost[:1]
+    assert len(history) == 4, "the tiny world's first author lacks a kind of post: pick another seed"
+    signal = quality.retrieval_signal(corpus, [
+        {"mid": post.mid, "topic": topic.name, "history_mids": history},
+        {"mid": post.mid, "topic": topic.name, "history_mids": other[:1] + ["no-such-post"]},
+    ])
+    assert signal["retrieved_posts"] == {"own_same_category": 0.167, "own_other_category": 0.333,
+                                         "own_daily_life": 0.167, "repost_of_another_user": 0.167, "unknown": 0.167}
+    assert signal["cases_with_same_category_retrieved"] == 0.5  # the second case missed the user's post on it
+    assert signal["cases_whose_user_wrote_on_the_category"] == 1.0
+
+
 def run_bench(out: Path, *options: str) -> dict:
     """bench/quality.py on the tiny world, one seed, as a user runs it; its last line parsed."""
     command = [sys.executable, str(ROOT / "bench" / "quality.py"), "--size", "tiny", "--seeds", "1",
@@ -89,6 +110,7 @@ def test_tiny_world_without_training_the_harness_scores_and_the_oracle_beats_zer
     # positive share is the same for everyone and has no rank correlation (None, not a number).
     assert oracle["spearman_stance"]["mean"] > 0
     assert result["labeller_accuracy"]["mean"] is not None
+    assert sum(result["retrieval"]["retrieved_posts"].values()) == pytest.approx(1.0, abs=0.01)
     nothing_trained = {"pac-lora-token": False, "pac-lora-sequence": False}
     assert result["target_met"] == result["with_simulator-lexicon"]["target_met"] == nothing_trained
 
