@@ -42,7 +42,7 @@ import json
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -363,25 +363,44 @@ def retrieval_signal(corpus: Any, cases: list[dict]) -> dict:
     held-out case is the user's own post on the topic's category (its judgements follow the stance
     that sets the truth), on another category, on daily life, or a repost of another user's post.
     Also: the share of cases with at least one post on the category retrieved, against the share whose
-    user wrote one at all (what a perfect retriever could find)."""
+    user wrote one at all (what a perfect retriever could find); and the micro macro-F1 against the
+    truth of predicting each case's plurality true sentiment (a tie or no post: neutral) of three sets
+    of the user's posts: those retrieved (the history baseline with a perfect labeller), the retrieved
+    ones on the category, and every one on the category the user wrote."""
+    from serve.evaluate import macro_f1
+
     category = {topic.name: topic.category for topic in corpus.topics}
     kinds: dict[str, int] = defaultdict(int)
     retrieved, written = 0, 0
+    truth, plurality = [], defaultdict(list)
     for case in cases:
-        post = corpus.posts.get(case["mid"])
-        same = 0
-        for mid in case["history_mids"]:
-            kind = _history_kind(corpus.posts.get(mid), category[case["topic"]])
-            kinds[kind] += 1
-            same += kind == "own_same_category"
-        retrieved += same > 0
-        written += post is not None and any(
-            corpus.posts[mid].category == category[case["topic"]] and corpus.posts[mid].retweet_of is None
-            and corpus.posts[mid].topic is None for mid in corpus.timelines.get(post.uid, ()))
-    total = sum(kinds.values()) or 1
-    return {"retrieved_posts": {kind: round(count / total, 3) for kind, count in sorted(kinds.items())},
-            "cases_with_same_category_retrieved": round(retrieved / max(len(cases), 1), 3),
-            "cases_whose_user_wrote_on_the_category": round(written / max(len(cases), 1), 3)}
+        post, topic_category = corpus.posts[case["mid"]], category[case["topic"]]
+        found = [corpus.posts.get(mid) for mid in case["history_mids"]]
+        same = [p for p in found if _history_kind(p, topic_category) == "own_same_category"]
+        every = [corpus.posts[mid] for mid in corpus.timelines.get(post.uid, ())
+                 if _history_kind(corpus.posts[mid], topic_category) == "own_same_category"
+                 and corpus.posts[mid].topic is None]
+        for found_post in found:
+            kinds[_history_kind(found_post, topic_category)] += 1
+        retrieved += bool(same)
+        written += bool(every)
+        truth.append(post.sentiment)
+        for name, posts in (("retrieved", [p for p in found if p]), ("retrieved_own_same_category", same),
+                            ("all_own_same_category", every)):
+            plurality[name].append(_plurality([p.sentiment for p in posts]))
+    total, count = sum(kinds.values()) or 1, max(len(cases), 1)
+    return {"retrieved_posts": {kind: round(n / total, 3) for kind, n in sorted(kinds.items())},
+            "cases_with_same_category_retrieved": round(retrieved / count, 3),
+            "cases_whose_user_wrote_on_the_category": round(written / count, 3),
+            "history_plurality_macro_f1": {name: round(macro_f1(labels, truth), 3)
+                                           for name, labels in plurality.items()}}
+
+
+def _plurality(labels: list[str]) -> str:
+    ranked = Counter(labels).most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return "neutral"
+    return ranked[0][0]
 
 
 def _history_kind(post: Any, category: str) -> str:

@@ -80,6 +80,13 @@ def test_retrieval_signal_sorts_each_retrieved_post_by_what_it_says_of_the_users
                                          "own_daily_life": 0.167, "repost_of_another_user": 0.167, "unknown": 0.167}
     assert signal["cases_with_same_category_retrieved"] == 0.5  # the second case missed the user's post on it
     assert signal["cases_whose_user_wrote_on_the_category"] == 1.0
+    # Predicting the target's true sentiment from the one retrieved post on the category: right when the
+    # two agree, and the same post is the whole of the second case's set (none retrieved: neutral).
+    f1 = signal["history_plurality_macro_f1"]
+    assert set(f1) == {"retrieved", "retrieved_own_same_category", "all_own_same_category"}
+    agreeing = next(mid for mid in same if corpus.posts[mid].sentiment == post.sentiment)
+    alone = quality.retrieval_signal(corpus, [{"mid": post.mid, "topic": topic.name, "history_mids": [agreeing]}])
+    assert alone["history_plurality_macro_f1"]["retrieved"] == 1.0
 
 
 def run_bench(out: Path, *options: str) -> dict:

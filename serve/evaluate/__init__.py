@@ -5,7 +5,7 @@ simulator run) against the true sentiments and stances, with `dataset` the histo
 `combine_runs` puts several evaluations (seeds) side by side with their spread.
 """
 
-from serve.evaluate.metrics import distribution, macro_metrics, micro_metrics, spearman
+from serve.evaluate.metrics import distribution, macro_f1, macro_metrics, micro_metrics, spearman
 from serve.evaluate.runs import combine_runs
 
-__all__ = ["combine_runs", "distribution", "macro_metrics", "micro_metrics", "spearman"]
+__all__ = ["combine_runs", "distribution", "macro_f1", "macro_metrics", "micro_metrics", "spearman"]
