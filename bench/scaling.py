@@ -80,14 +80,10 @@ def submit(state: local_cluster.ClusterState, work: Path, stage: str, config: di
 
 
 def crawl_config(sim: Any, rates: dict[str, Any], output: Path, cookies_file: Path, namespace: str) -> dict[str, Any]:
-    from crawl_actors.tasks import BEIJING
-
-    topics = sim.topics()
-    start = min(t.start for t in topics).astimezone(BEIJING)
-    end = max(t.end for t in topics).astimezone(BEIJING)
+    start, end = sim.search_window()
     return {
-        "keywords": [t.query for t in topics],
-        "start": f"{start:%Y-%m-%d}-{start.hour}", "end": f"{end:%Y-%m-%d}-{end.hour}",
+        "keywords": [t.query for t in sim.topics()],
+        "start": start, "end": end,
         "cookies_file": str(cookies_file), "cookie_namespace": namespace,
         "endpoints": {host: sim.base_url for host in HOSTS},
         "rates": {host: {"rate": limit.rate, "burst": limit.burst} for host, limit in rates.items()},

@@ -275,6 +275,11 @@ class WeiboSimulator:
     def topics(self) -> list[CrawlTopic]:
         return [CrawlTopic(t.name, t.category, t.start, t.end, t.hot) for t in self.corpus.topics]
 
+    def search_window(self) -> tuple[str, str]:
+        """A crawl's (start, end) over every topic, as a user writes them (YYYY-MM-DD-H, Beijing time)."""
+        topics = self.topics()
+        return _weibo_hour(min(t.start for t in topics)), _weibo_hour(max(t.end for t in topics))
+
     def ground_truth(self, max_posts_per_user: int | None = None, max_pages_per_user: int | None = None,
                      since: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
         return ground_truth(self.corpus, max_posts_per_user, max_pages_per_user, since)

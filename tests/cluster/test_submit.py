@@ -27,7 +27,6 @@ from crawl_actors.output import read_table
 from crawl_actors.simulator import SimulatorConfig, WeiboSimulator, unlimited_rates
 from tests.cluster.prometheus import Samples, scrape_until
 from tests.conftest import REPO, VENV_BIN
-from tests.crawl_actors.windows import topic_hours
 
 PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
 
@@ -264,7 +263,7 @@ def working_dir(tmp_path: Path, simulator: WeiboSimulator) -> Path:
     # Outside the working dir (submit refuses to upload a secret file): where the cluster reads it.
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "cookies.txt").write_text("\n".join(simulator.new_cookies(2)) + "\n")
-    start, end = topic_hours(simulator)
+    start, end = simulator.search_window()
     crawl = {
         "keywords": [t.query for t in simulator.topics()],
         "start": start,

@@ -33,7 +33,6 @@ from crawl_actors.job import crawl, run
 from crawl_actors.output import read_table
 from crawl_actors.shared import crawl_namespace
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator
-from tests.crawl_actors.windows import topic_hours
 
 RATES = {"search": RateLimit(40, 2), "mobile": RateLimit(60, 4), "ajax": RateLimit(60, 4), "ai": RateLimit(40, 2)}
 COMPARED = ("topics", "posts", "users", "history")
@@ -70,7 +69,7 @@ def backend(request) -> str | None:
 def crawl_config(sim: WeiboSimulator, output_dir: Path, cookies: list[str], redis_url: str | None = None,
                  **overrides: Any) -> CrawlConfig:
     topics = sim.topics()
-    start, end = topic_hours(sim)
+    start, end = sim.search_window()
     values: dict[str, Any] = dict(
         # Both forms: the hot topic (sliced down to cities) as a plain keyword, the others as hashtags.
         keywords=[t.name if t.hot else t.query for t in topics],

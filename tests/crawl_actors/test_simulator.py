@@ -601,3 +601,19 @@ def test_page_numbered_timelines_round_trip() -> None:
         uids = list(dict.fromkeys(row["user_id"] for row in rows))
         assert crawl_timelines(sim, cookie, uids, by_since_id=False) == [
             [row for row in rows if row["user_id"] == uid] for uid in uids]
+
+
+def test_the_search_window_covers_every_topic_in_whole_beijing_hours() -> None:
+    from crawl_actors.tasks import BEIJING
+
+    sim = WeiboSimulator(SimulatorConfig(seed=5, num_users=6, num_topics=4, history_posts=(1, 2), hot_topic_posts=4,
+                                         topic_posts=2))
+    start, end = sim.search_window()
+
+    def moment(text: str) -> datetime:
+        day, hour = text.rsplit("-", 1)
+        return datetime.strptime(day, "%Y-%m-%d").replace(hour=int(hour), tzinfo=BEIJING)
+
+    topics = sim.topics()
+    assert moment(start) == min(t.start for t in topics) and moment(end) == max(t.end for t in topics)
+    assert all(moment(start) <= t.start and t.end <= moment(end) for t in topics)

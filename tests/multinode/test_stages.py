@@ -23,7 +23,6 @@ from cluster.schemas import CRAWL_TABLES
 from crawl_actors.simulator import SimulatorConfig, WeiboSimulator
 from tests.conftest import free_port
 from tests.crawl_actors.test_crawl import RATES, assert_equals_ground_truth
-from tests.crawl_actors.windows import topic_hours
 from tests.multinode.conftest import job_logs, job_report, node_names, ray_job_id, state_rows, submit, wait_for
 
 pytestmark = pytest.mark.multinode
@@ -41,7 +40,7 @@ def simulator():
 
 
 def crawl_yaml(sim: WeiboSimulator, output: Path, cookies_file: Path, **overrides: object) -> dict:
-    start, end = topic_hours(sim)
+    start, end = sim.search_window()
     config = {
         "keywords": [t.query for t in sim.topics()],
         "start": start,
