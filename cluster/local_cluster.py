@@ -140,7 +140,7 @@ def restart_node(state: ClusterState, name: str, env: dict[str, str] | None = No
 
 def alive_nodes(state: ClusterState) -> dict[str, str]:
     """Custom node name -> Ray node id of every node the GCS counts alive."""
-    nodes = _get(state, "/api/v0/nodes?limit=1000")["data"]["result"]["result"]
+    nodes = dashboard(state, "/api/v0/nodes?limit=1000")["data"]["result"]["result"]
     found = {}
     for node in nodes:
         names = [key for key in node.get("resources_total", {}) if key == "head" or key.startswith("node_")]
@@ -269,9 +269,12 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def _get(state: ClusterState, path: str) -> dict:
+def dashboard(state: ClusterState, path: str, method: str = "GET") -> dict:
+    """The cluster's dashboard REST API (jobs, Ray's state API, Serve) at `path`, with its token; the JSON
+    answer."""
     token = Path(state.token_path).read_text().strip()
-    request = urllib.request.Request(state.dashboard_url + path, headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(state.dashboard_url + path, method=method,
+                                     headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 

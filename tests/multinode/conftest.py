@@ -87,7 +87,7 @@ def submit(state: local_cluster.ClusterState, work: Path, stage: str, config: di
 
 
 def ray_job_id(state: local_cluster.ClusterState, submission_id: str) -> str:
-    return local_cluster._get(state, f"/api/jobs/{submission_id}")["job_id"]
+    return local_cluster.dashboard(state, f"/api/jobs/{submission_id}")["job_id"]
 
 
 def state_rows(state: local_cluster.ClusterState, kind: str, /, **filters: str) -> list[dict]:
@@ -95,7 +95,7 @@ def state_rows(state: local_cluster.ClusterState, kind: str, /, **filters: str) 
     query = [("limit", "10000"), ("detail", "1")]
     for key, value in filters.items():
         query += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
-    return local_cluster._get(state, f"/api/v0/{kind}?{urllib.parse.urlencode(query)}")["data"]["result"]["result"]
+    return local_cluster.dashboard(state, f"/api/v0/{kind}?{urllib.parse.urlencode(query)}")["data"]["result"]["result"]
 
 
 def node_names(state: local_cluster.ClusterState) -> dict[str, str]:
@@ -118,7 +118,7 @@ def wait_for(condition, what: str, timeout_s: float = 120, poll_s: float = 0.5):
 
 
 def job_logs(state: local_cluster.ClusterState, job: str) -> str:
-    return local_cluster._get(state, f"/api/jobs/{job}/logs")["logs"]
+    return local_cluster.dashboard(state, f"/api/jobs/{job}/logs")["logs"]
 
 
 def job_report(output: Path) -> dict:

@@ -35,7 +35,7 @@ VICTIM = "node_2"
 
 
 def job_status(state, job: str) -> str:
-    return local_cluster._get(state, f"/api/jobs/{job}")["status"]
+    return local_cluster.dashboard(state, f"/api/jobs/{job}")["status"]
 
 
 def wait_for_job(state, job: str, timeout_s: float = 600) -> str:
@@ -96,7 +96,7 @@ def test_a_node_lost_mid_crawl_costs_time_not_data(multinode, work, simulator, v
 
 
 def _job_id_once_running(state, job: str) -> str | None:
-    info = local_cluster._get(state, f"/api/jobs/{job}")
+    info = local_cluster.dashboard(state, f"/api/jobs/{job}")
     return info.get("job_id") if info["status"] == "RUNNING" and info.get("job_id") else None
 
 

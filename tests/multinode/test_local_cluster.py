@@ -23,7 +23,7 @@ def test_every_node_is_alive_with_its_own_resources(multinode) -> None:
     alive = local_cluster.alive_nodes(multinode)
     assert set(alive) == {"head", "node_1", "node_2"}
     assert len(set(alive.values())) == 3  # three raylets, three node ids
-    nodes = local_cluster._get(multinode, "/api/v0/nodes")["data"]["result"]["result"]
+    nodes = local_cluster.dashboard(multinode, "/api/v0/nodes")["data"]["result"]["result"]
     cpus = {name: node["resources_total"]["CPU"] for node in nodes for name in node["resources_total"]
             if name in alive}
     assert cpus == {"head": 1.0, "node_1": 2.0, "node_2": 2.0}

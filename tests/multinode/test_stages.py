@@ -192,7 +192,7 @@ def running_generators(state) -> int:
     """Generator replicas Serve counts RUNNING (an actor is ALIVE well before its replica has loaded the model
     and takes requests)."""
     try:
-        apps = local_cluster._get(state, "/api/serve/applications/")["applications"]
+        apps = local_cluster.dashboard(state, "/api/serve/applications/")["applications"]
         replicas = apps["multinode"]["deployments"]["Generator"]["replicas"]
     except (KeyError, OSError, ValueError):
         return 0
@@ -214,10 +214,8 @@ def generator_replicas(state) -> dict[str, str]:
 
 
 def stop_job(state, job: str) -> None:
-    token = Path(state.token_path).read_text().strip()
-    requests.post(f"{state.dashboard_url}/api/jobs/{job}/stop", headers={"Authorization": f"Bearer {token}"},
-                  timeout=10)
-    wait_for(lambda: local_cluster._get(state, f"/api/jobs/{job}")["status"] in ("STOPPED", "SUCCEEDED", "FAILED"),
+    local_cluster.dashboard(state, f"/api/jobs/{job}/stop", method="POST")
+    wait_for(lambda: local_cluster.dashboard(state, f"/api/jobs/{job}")["status"] in ("STOPPED", "SUCCEEDED", "FAILED"),
              f"job {job} to stop", timeout_s=60)
 
 
