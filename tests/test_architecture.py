@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
+from tests.conftest import PACKAGES, REPO
+
 ENTRY = ("cluster.cli", "cluster.stages", "cluster.submit", "cluster.demo", "cluster.k8s", "cluster.__main__")
 LIBRARY = "pac_lora"
 STAGES = ("crawl_actors", "dataset_jobs", "train_jobs", "serve", "serve.evaluate")

@@ -26,9 +26,7 @@ from cluster.submit import UPLOAD_EXCLUDES, SubmitError, auth_token, build_job, 
 from crawl_actors.output import read_table
 from crawl_actors.simulator import SimulatorConfig, WeiboSimulator, unlimited_rates
 from tests.cluster.prometheus import Samples, scrape_until
-from tests.conftest import REPO, VENV_BIN
-
-PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
+from tests.conftest import PACKAGES, REPO, VENV_BIN
 
 
 def test_job_runs_the_stage_module_with_the_config_relative_to_the_working_dir(tmp_path: Path) -> None:

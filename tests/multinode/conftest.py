@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from cluster import local_cluster
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import PACKAGES, REPO, VENV_BIN
 
 # The trained and served tiny models, imported here once so that both test modules share one of each
 # (a fixture imported into two test modules is built twice, ~50 s each).
@@ -31,7 +31,6 @@ from tests.train_jobs.conftest import base_model, sft_dir, sft_rows, tiny_model,
 
 pytestmark = pytest.mark.multinode
 
-PACKAGES = ("cluster", "crawl_actors", "dataset_jobs", "pac_lora", "train_jobs", "serve")
 
 
 @pytest.fixture(scope="session")
