@@ -391,7 +391,7 @@ class _Builder:
         for _ in range(self.rng.randint(low, high)):
             moment = HISTORY_START + timedelta(minutes=self.rng.randrange(span))
             category = self._interest(user)
-            subjects = lex.CATEGORY_SUBJECTS[category] if category else None
+            subjects = lex.HISTORY_SUBJECTS[category] if category else None
             segments, judged = self._compose(user, category, subjects=subjects, facts=lex.DAILY_SENTENCES)
             if self.rng.random() < 0.4:
                 tags = lex.CATEGORY_TAGS[category] if category else lex.DAILY_TAGS

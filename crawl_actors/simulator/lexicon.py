@@ -135,3 +135,15 @@ TOPIC_TEMPLATES = (
         "facts": ("六成年轻人开始存钱", "储蓄产品卖得很好", "大家都在晒存钱打卡"),
     },
 )
+
+# What a user's history posts on a category talk about: the category's everyday subjects and the
+# aspects its news is about. People who care about a category argue about its recurring themes
+# before any one event, so a news item shares words with the posts of the users who care about its
+# category. (History that named only CATEGORY_SUBJECTS shared no word with any news: BM25 found a
+# user's posts on the news's category in 28% of the retrieved posts; docs/evaluation.md.)
+HISTORY_SUBJECTS = {
+    category: subjects + tuple(
+        aspect for template in TOPIC_TEMPLATES if template["category"] == category for aspect in template["aspects"]
+    )
+    for category, subjects in CATEGORY_SUBJECTS.items()
+}

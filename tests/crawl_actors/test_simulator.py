@@ -48,7 +48,9 @@ class Reply:
 
 async def _get(session: aiohttp.ClientSession, url: str, follow: bool = True) -> Reply:
     async with session.get(url, allow_redirects=follow) as response:
-        return Reply(response.status, await response.text(), dict(response.headers), str(response.url))
+        # As the crawler's worker decodes: a body cut by a fault may end inside a character.
+        body = (await response.read()).decode(response.charset or "utf-8", errors="replace")
+        return Reply(response.status, body, dict(response.headers), str(response.url))
 
 
 def _session(cookie: str | None, user_agent: str | None = BROWSER) -> aiohttp.ClientSession:

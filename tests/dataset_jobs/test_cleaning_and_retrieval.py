@@ -208,6 +208,24 @@ def test_top_k_matches_the_research_bm25_on_random_posts(posts: list[str], query
     assert [score for _, score in ours] == pytest.approx([score for _, score in reference], rel=1e-9, abs=1e-12)
 
 
+def test_bm25_on_a_news_item_finds_its_readers_posts_on_the_news_category(simulator) -> None:
+    """The simulator's users argue about their categories' themes, so a news item shares words with
+    what its readers wrote on its category: most of the top 5 are on it (of as many as the user wrote).
+    Those posts carry the user's stance on the category; the others carry another stance or none."""
+    corpus = simulator.corpus
+    found = possible = 0
+    for topic in corpus.topics:
+        for uid in corpus.users:
+            own = [p for p in corpus.posts.values() if p.uid == uid and p.topic is None and p.retweet_of is None]
+            on_category = sum(p.category == topic.category for p in own)
+            if on_category:
+                ranked = BM25Retriever().rank(topic.news, [p.text for p in own], 5)
+                found += sum(own[index].category == topic.category for index, _ in ranked)
+                possible += min(5, on_category)
+    assert possible >= 60
+    assert found / possible >= 0.7
+
+
 def test_a_repost_is_scored_on_its_comment_and_the_reposted_text() -> None:
     posts = ["今天吃了火锅", repost_document("转发一下", "北京交通新政今天发布"), "周末去爬山"]
     assert BM25Retriever().rank("北京发布交通新政", posts, 1)[0][0] == 1
