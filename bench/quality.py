@@ -7,9 +7,9 @@ checked against the truth on topics it never saw (issue 16).
     .venv/bin/python bench/quality.py --split validation    # choose settings on the training topics only
 
 What it runs, all real stages through the demo's orchestration (`cluster.demo`): the Weibo simulator
-(all 8 topic templates, 5 categories) crawled through the cookie pool; build-dataset with whole
-topics held out (the last topic of every category that has two; every held-out category is also
-seen in training); a tiny Qwen2 base model with a tokenizer trained on the crawl, pretrained as the
+(all 15 topic templates, three in each of 5 categories) crawled through the cookie pool; build-dataset with whole
+topics held out (the last topic of every category; every held-out category is also seen in
+training); a tiny Qwen2 base model with a tokenizer trained on the crawl, pretrained as the
 demo pretrains it; train (plain LoRA, PAC-LoRA with token and with sequence routing, and one
 PAC-LoRA's prompt ablations without persona / without history, each trained on its own variant);
 predict in-process (`samples` posts per held-out row); evaluate against the simulator's truth.
@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("full", "without_persona", "without_history")
+TOPICS = 15  # every topic template of the simulator: three a category
 ROUTINGS = ("token", "sequence")
 
 
@@ -93,7 +94,7 @@ class Method:
 
 
 def simulator_arguments(size: Size, world_seed: int) -> list[str]:
-    return ["--seed", str(world_seed), "--users", str(size.users), "--topics", "8", "--history",
+    return ["--seed", str(world_seed), "--users", str(size.users), "--topics", str(TOPICS), "--history",
             *map(str, size.history), "--hot-topic-posts", str(size.hot_topic_posts),
             "--topic-posts", str(size.topic_posts)]
 
@@ -102,7 +103,7 @@ def world_config(size: Size, world_seed: int) -> Any:
     """The simulator's config for these arguments (the simulator process builds the same world)."""
     from crawl_actors.simulator import SimulatorConfig
 
-    return SimulatorConfig(seed=world_seed, num_users=size.users, num_topics=8, history_posts=size.history,
+    return SimulatorConfig(seed=world_seed, num_users=size.users, num_topics=TOPICS, history_posts=size.history,
                            hot_topic_posts=size.hot_topic_posts, topic_posts=size.topic_posts)
 
 
@@ -115,19 +116,22 @@ def build_world(size: Size, world_seed: int) -> Any:
 
 def split_topics(corpus: Any, split: str) -> tuple[list[str], list[str]]:
     """(topics to crawl, topics held out). test: the last non-hot topic of every category with two
-    or more is held out, the rest train. validation: the test topics are not crawled at all, and
-    of the remaining topics the last non-hot one of each of those categories is held out instead
-    (settings are chosen there, never on the test topics)."""
-    by_category: dict[str, list[Any]] = defaultdict(list)
-    for topic in corpus.topics:
-        by_category[topic.category].append(topic)
-    test = [ts[-1].name for ts in by_category.values() if len(ts) >= 2 and not ts[-1].hot]
+    or more is held out, the rest train. validation: the test topics are not crawled at all, and the
+    same rule holds out a topic of each category among the rest (settings are chosen there, never on
+    the test topics); with three topics a category, every held-out category is seen in training."""
+    test = _last_of_each_category(corpus.topics)
     names = [t.name for t in corpus.topics]
     if split == "test":
         return names, test
     kept = [t for t in corpus.topics if t.name not in test]
-    validation = [t.name for t in reversed(kept) if not t.hot][:len(test) - 1 or 1]
-    return [t.name for t in kept], validation
+    return [t.name for t in kept], _last_of_each_category(kept)
+
+
+def _last_of_each_category(topics: list[Any]) -> list[str]:
+    by_category: dict[str, list[Any]] = defaultdict(list)
+    for topic in topics:
+        by_category[topic.category].append(topic)
+    return [ts[-1].name for ts in by_category.values() if len(ts) >= 2 and not ts[-1].hot]
 
 
 # -- the stages -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from cluster.schemas import HISTORY, POSTS, TOPICS, USERS
 from crawl_actors import parsers
 from crawl_actors.regions import PROVINCES, city_codes
 from crawl_actors.simulator import RateLimit, SimulatorConfig, WeiboSimulator, cookie_hash, unlimited_rates
-from crawl_actors.simulator.lexicon import NEGATIVE_WORDS, POSITIVE_WORDS
+from crawl_actors.simulator.lexicon import NEGATIVE_WORDS, POSITIVE_WORDS, TOPIC_TEMPLATES
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 NOW = datetime(2026, 1, 5, 4, 0, tzinfo=timezone.utc)
@@ -389,7 +389,7 @@ def test_traits_shape_what_users_write(truth) -> None:
 
 
 def test_config_is_validated() -> None:
-    for bad in ({"search_layout": "2019"}, {"num_topics": 9}, {"fault_kinds": ("fire",)}, {"history_posts": (5, 2)},
+    for bad in ({"search_layout": "2019"}, {"num_topics": len(TOPIC_TEMPLATES) + 1}, {"fault_kinds": ("fire",)}, {"history_posts": (5, 2)},
                 {"now": datetime(2025, 10, 7, tzinfo=timezone.utc)}, {"hot_topic_posts": 14000},
                 {"timeline_paging": "cursor"}):
         with pytest.raises(ValueError, match="SimulatorConfig"):

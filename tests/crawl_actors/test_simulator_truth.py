@@ -24,10 +24,11 @@ from crawl_actors.simulator.lexicon import NEGATIVE_WORDS, POSITIVE_WORDS
 
 # The digest of every post and user of this corpus, taken before truth was recorded: recording it
 # must not change a single text, time, id or trait. Taken again when history posts began to name their
-# category's topic aspects (lexicon.HISTORY_SUBJECTS), a deliberate change of the generated text.
+# category's topic aspects (lexicon.HISTORY_SUBJECTS) and again when the topic templates grew to three a
+# category: deliberate changes of the generated text.
 PINNED = {"seed": 7, "num_users": 40, "history_posts": (5, 30), "hot_topic_posts": 200, "topic_posts": 60,
           "num_topics": 4}
-PINNED_DIGEST = "2f4261a0b761d6ee5d952ac04dcea5fc65a5ca5070b994d7f5a4a5b6cdce2075"
+PINNED_DIGEST = "6f12aaa59a3c5fb2abf16c426444e253d830df558e73fe343ee4dfb6279741e3"
 WORLD = SimulatorConfig(seed=11, num_users=60, history_posts=(10, 30), hot_topic_posts=200, topic_posts=80,
                         num_topics=4)
 

@@ -15,6 +15,7 @@ import pytest
 from cluster.schemas import PREDICTIONS, SFT, TRUTH
 from crawl_actors.simulator import SimulatorConfig, oracle_predictions, truth_table
 from crawl_actors.simulator.__main__ import main
+from crawl_actors.simulator.lexicon import TOPIC_TEMPLATES
 
 REPO = Path(__file__).resolve().parents[2]
 ARGUMENTS = ["--seed", "3", "--users", "20", "--history", "5", "10", "--hot-topic-posts", "30", "--topic-posts", "12"]
@@ -86,9 +87,10 @@ def test_the_command_builds_the_world_its_arguments_serve(tmp_path) -> None:
 def bad_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     topic = held_out()
     rows = truth_table(WORLD, topics=[topic]).to_pylist()
-    first_topic = truth_table(WORLD)["topic"].to_pylist()[0]  # a topic seed 4's world has too
+    first_topic = truth_table(WORLD)["topic"].to_pylist()[0]
     other_world = truth_table(SimulatorConfig(seed=4, num_users=20, history_posts=(5, 10), hot_topic_posts=30,
-                                              topic_posts=12), topics=[first_topic]).to_pylist()
+                                              topic_posts=12, num_topics=len(TOPIC_TEMPLATES)),  # every topic
+                              topics=[first_topic]).to_pylist()
     return {
         "unknown topic": (["--truth-topic", "没有这个话题"], "没有这个话题"),
         "no cases": (["--oracle-cases", str(tmp_path / "missing")], "no such file or directory"),
