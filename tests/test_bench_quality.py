@@ -42,9 +42,12 @@ def test_split_holds_out_a_topic_of_every_category_with_two_and_trains_every_cat
     training = [t for t in crawled if t not in held_out]
     assert {category[t] for t in training} == set(counts)  # every category is seen in training
     assert not any(t.hot for t in corpus.topics if t.name in held_out)
-    # validation never crawls a test topic, and holds out training topics only
+    # validation never crawls a test topic, and holds out training topics only, of categories it trains on:
+    # the question the test asks, on other topics
     crawled_v, held_v = quality.split_topics(corpus, "validation")
     assert not set(crawled_v) & set(held_out) and set(held_v) <= set(training) and held_v
+    training_v = [t for t in crawled_v if t not in held_v]
+    assert {category[t] for t in held_v} == set(counts) == {category[t] for t in training_v}
 
 
 def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half_the_gap() -> None:
@@ -63,15 +66,12 @@ def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half
 
 def test_retrieval_signal_sorts_each_retrieved_post_by_what_it_says_of_the_users_stance() -> None:
     corpus = quality.build_world(quality.SIZES["tiny"], world_seed=0)
-    topic = next(t for t in corpus.topics if not t.hot)
-    post = corpus.posts[corpus.topic_posts[topic.name][0]]
-    own = [corpus.posts[mid] for mid in corpus.timelines[post.uid] if corpus.posts[mid].topic is None]
-    same = [p.mid for p in own if p.retweet_of is None and p.category == topic.category]
-    other = [p.mid for p in own if p.retweet_of is None and p.category not in (None, topic.category)]
-    daily = [p.mid for p in own if p.retweet_of is None and p.category is None]
     repost = [p.mid for p in corpus.posts.values() if p.retweet_of is not None]
+    for topic, post, same, other, daily in _authors_with_their_posts(corpus):
+        if same and other and daily and repost:  # the first author who wrote every kind of post
+            break
     history = same[:1] + other[:1] + daily[:1] + repost[:1]
-    assert len(history) == 4, "the tiny world's first author lacks a kind of post: pick another seed"
+    assert len(history) == 4, "no author of the tiny world wrote every kind of post: pick another seed"
     signal = quality.retrieval_signal(corpus, [
         {"mid": post.mid, "topic": topic.name, "history_mids": history},
         {"mid": post.mid, "topic": topic.name, "history_mids": other[:1] + ["no-such-post"]},
@@ -87,6 +87,18 @@ def test_retrieval_signal_sorts_each_retrieved_post_by_what_it_says_of_the_users
     agreeing = next(mid for mid in same if corpus.posts[mid].sentiment == post.sentiment)
     alone = quality.retrieval_signal(corpus, [{"mid": post.mid, "topic": topic.name, "history_mids": [agreeing]}])
     assert alone["history_plurality_macro_f1"]["retrieved"] == 1.0
+
+
+def _authors_with_their_posts(corpus):
+    """(topic, topic post, the author's own posts on the topic's category / on another / on daily life)."""
+    for topic in (t for t in corpus.topics if not t.hot):
+        for mid in corpus.topic_posts[topic.name]:
+            post = corpus.posts[mid]
+            own = [corpus.posts[m] for m in corpus.timelines[post.uid]
+                   if corpus.posts[m].topic is None and corpus.posts[m].retweet_of is None]
+            yield (topic, post, [p.mid for p in own if p.category == topic.category],
+                   [p.mid for p in own if p.category not in (None, topic.category)],
+                   [p.mid for p in own if p.category is None])
 
 
 def run_bench(out: Path, *options: str) -> dict:
