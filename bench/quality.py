@@ -70,6 +70,7 @@ class Size:
     max_new_tokens: int
     effective_batch_size: int = 8
     micro_batch_size: int = 2
+    repetition_penalty: float | None = None  # None: predict's default (decoding.repetition_penalty)
 
 
 SIZES = {
@@ -218,10 +219,14 @@ class Run:
                 **self.settings, "test_path": str(self.out / "dataset" / "sft" / "test"), "variant": method.variant,
                 "base_model": str(self.out / "model"), "adapter": adapter, "method": method.name,
                 "output_path": str(path), "samples_per_user": self.size.samples, "batch_size": 16,
-                "decoding": {"max_new_tokens": self.size.max_new_tokens},
+                "decoding": {"max_new_tokens": self.size.max_new_tokens, **self._penalty()},
             })
             self.say("predict", f"{method.name} seed {seed} in {time.monotonic() - began:.0f}s")
         return path
+
+    def _penalty(self) -> dict:
+        penalty = self.size.repetition_penalty
+        return {} if penalty is None else {"repetition_penalty": penalty}
 
     def evaluate(self, seed: int, files: list[Path], labeler: str, options: dict) -> Path:
         """evaluate's output directory for this seed and labeller (rerun when its inputs changed)."""
@@ -258,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     size = SIZES[args.size]
     overrides = {k: v for k, v in (("train_steps", args.steps), ("learning_rate", args.lr),
-                                   ("pretrain_steps", args.pretrain_steps), ("samples", args.samples)) if v is not None}
+                                   ("pretrain_steps", args.pretrain_steps), ("samples", args.samples),
+                                   ("repetition_penalty", args.repetition_penalty)) if v is not None}
     size = replace(size, **overrides)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -500,6 +506,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, help="learning rate (overrides the size's)")
     parser.add_argument("--pretrain-steps", type=int)
     parser.add_argument("--samples", type=int, help="predicted posts per held-out row")
+    parser.add_argument("--repetition-penalty", type=float,
+                        help="predict's decoding.repetition_penalty (default: predict's); it penalises the prompt's "
+                        "tokens too, the history's judgement words among them")
     return parser
 
 

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -48,6 +49,14 @@ def test_split_holds_out_a_topic_of_every_category_with_two_and_trains_every_cat
     assert not set(crawled_v) & set(held_out) and set(held_v) <= set(training) and held_v
     training_v = [t for t in crawled_v if t not in held_v]
     assert {category[t] for t in held_v} == set(counts) == {category[t] for t in training_v}
+
+
+def test_repetition_penalty_reaches_predict_only_when_given() -> None:
+    tiny = quality.SIZES["tiny"]
+    assert quality.Run(Path("."), tiny, {}, print, print)._penalty() == {}  # predict's own default then
+    given = replace(tiny, repetition_penalty=1.0)
+    assert quality.Run(Path("."), given, {}, print, print)._penalty() == {"repetition_penalty": 1.0}
+    assert quality._parser().parse_args(["--repetition-penalty", "1.0"]).repetition_penalty == 1.0
 
 
 def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half_the_gap() -> None:
