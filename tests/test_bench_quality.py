@@ -76,7 +76,7 @@ def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half
 def test_retrieval_signal_sorts_each_retrieved_post_by_what_it_says_of_the_users_stance() -> None:
     corpus = quality.build_world(quality.SIZES["tiny"], world_seed=0)
     repost = [p.mid for p in corpus.posts.values() if p.retweet_of is not None]
-    for topic, post, same, other, daily in _authors_with_their_posts(corpus):
+    for topic, post, same, other, daily in _authors_with_their_posts(corpus):  # noqa: B007 - used after the loop
         if same and other and daily and repost:  # the first author who wrote every kind of post
             break
     history = same[:1] + other[:1] + daily[:1] + repost[:1]

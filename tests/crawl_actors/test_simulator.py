@@ -389,7 +389,8 @@ def test_traits_shape_what_users_write(truth) -> None:
 
 
 def test_config_is_validated() -> None:
-    for bad in ({"search_layout": "2019"}, {"num_topics": len(TOPIC_TEMPLATES) + 1}, {"fault_kinds": ("fire",)}, {"history_posts": (5, 2)},
+    for bad in ({"search_layout": "2019"}, {"num_topics": len(TOPIC_TEMPLATES) + 1}, {"fault_kinds": ("fire",)},
+                {"history_posts": (5, 2)},
                 {"now": datetime(2025, 10, 7, tzinfo=timezone.utc)}, {"hot_topic_posts": 14000},
                 {"timeline_paging": "cursor"}):
         with pytest.raises(ValueError, match="SimulatorConfig"):
