@@ -2,7 +2,7 @@
 category that sets the odds of what they write, so a model that reads a user's history can be
 checked against the truth on topics it never saw (issue 16).
 
-    .venv/bin/python bench/quality.py                      # size small, 3 seeds (<= ~40 min on 2 cores)
+    .venv/bin/python bench/quality.py                      # size small, 3 seeds (about an hour on 2 idle cores)
     .venv/bin/python bench/quality.py --size tiny --seeds 1 --out /tmp/quality   # every method, nothing learned
     .venv/bin/python bench/quality.py --split validation    # choose settings on the training topics only
 
@@ -77,7 +77,7 @@ SIZES = {
     # For the fast test: every stage and method runs, nothing is learned.
     "tiny": Size(users=30, history=(10, 20), hot_topic_posts=40, topic_posts=14, hidden=64, pretrain_steps=20,
                  train_steps=2, learning_rate=1e-3, samples=2, max_new_tokens=16, effective_batch_size=4),
-    # The bench: sized for <= ~40 minutes on 2 shared cores with 3 seeds.
+    # The bench: 3 seeds in about an hour on 2 idle cores (over the ~40 minutes aimed at since 300 steps).
     # Steps and learning rate chosen on --split validation (docs/evaluation.md): 300 at 3e-3 beat 40 at
     # 1e-3 for every trained method there.
     "small": Size(users=120, history=(15, 40), hot_topic_posts=120, topic_posts=50, hidden=128,
