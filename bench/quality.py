@@ -52,7 +52,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("full", "without_persona", "without_history")
-TOPICS = 15  # every topic template of the simulator: three a category
 ROUTINGS = ("token", "sequence")
 
 
@@ -97,16 +96,20 @@ class Method:
 
 
 def simulator_arguments(size: Size, world_seed: int) -> list[str]:
-    return ["--seed", str(world_seed), "--users", str(size.users), "--topics", str(TOPICS), "--history",
+    topics = world_config(size, world_seed).num_topics
+    return ["--seed", str(world_seed), "--users", str(size.users), "--topics", str(topics), "--history",
             *map(str, size.history), "--hot-topic-posts", str(size.hot_topic_posts),
             "--topic-posts", str(size.topic_posts)]
 
 
 def world_config(size: Size, world_seed: int) -> Any:
-    """The simulator's config for these arguments (the simulator process builds the same world)."""
+    """The simulator's config for these arguments (the simulator process builds the same world): every
+    topic template, three a category."""
     from crawl_actors.simulator import SimulatorConfig
+    from crawl_actors.simulator.lexicon import TOPIC_TEMPLATES
 
-    return SimulatorConfig(seed=world_seed, num_users=size.users, num_topics=TOPICS, history_posts=size.history,
+    return SimulatorConfig(seed=world_seed, num_users=size.users, num_topics=len(TOPIC_TEMPLATES),
+                           history_posts=size.history,
                            hot_topic_posts=size.hot_topic_posts, topic_posts=size.topic_posts)
 
 
