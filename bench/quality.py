@@ -70,6 +70,7 @@ class Size:
     effective_batch_size: int = 8
     micro_batch_size: int = 2
     repetition_penalty: float | None = None  # None: predict's default (decoding.repetition_penalty)
+    repetition_penalty_scope: str | None = None  # None: predict's default (decoding.repetition_penalty_scope)
 
 
 SIZES = {
@@ -228,8 +229,9 @@ class Run:
         return path
 
     def _penalty(self) -> dict:
-        penalty = self.size.repetition_penalty
-        return {} if penalty is None else {"repetition_penalty": penalty}
+        chosen = {"repetition_penalty": self.size.repetition_penalty,
+                  "repetition_penalty_scope": self.size.repetition_penalty_scope}
+        return {name: value for name, value in chosen.items() if value is not None}
 
     def evaluate(self, seed: int, files: list[Path], labeler: str, options: dict) -> Path:
         """evaluate's output directory for this seed and labeller (rerun when its inputs changed)."""
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     size = SIZES[args.size]
     overrides = {k: v for k, v in (("train_steps", args.steps), ("learning_rate", args.lr),
                                    ("pretrain_steps", args.pretrain_steps), ("samples", args.samples),
-                                   ("repetition_penalty", args.repetition_penalty)) if v is not None}
+                                   ("repetition_penalty", args.repetition_penalty),
+                                   ("repetition_penalty_scope", args.repetition_penalty_scope)) if v is not None}
     size = replace(size, **overrides)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -510,8 +513,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-steps", type=int)
     parser.add_argument("--samples", type=int, help="predicted posts per held-out row")
     parser.add_argument("--repetition-penalty", type=float,
-                        help="predict's decoding.repetition_penalty (default: predict's); it penalises the prompt's "
-                        "tokens too, the history's judgement words among them")
+                        help="predict's decoding.repetition_penalty (default: predict's); with the default scope it "
+                        "penalises the prompt's tokens too, the history's judgement words among them")
+    parser.add_argument("--repetition-penalty-scope", choices=["prompt_and_output", "output"],
+                        help="predict's decoding.repetition_penalty_scope (default: predict's); output: the "
+                        "penalty counts only the generated tokens")
     return parser
 
 

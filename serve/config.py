@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from cluster.config import StrictModel, secret
 from cluster.presets import PresetValue, WithPresets
 from pac_lora import GateDetail
+from serve.protocol import RepetitionPenaltyScope
 
 
 class DecodingConfig(StrictModel):
@@ -21,6 +22,11 @@ class DecodingConfig(StrictModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     top_k: int = Field(20, ge=0)
     repetition_penalty: float = Field(1.2, gt=0.0)
+    repetition_penalty_scope: RepetitionPenaltyScope = Field(
+        "prompt_and_output", description="the tokens the repetition penalty counts: prompt_and_output, as Hugging "
+        "Face and the research apply it (a word of the user's history in the prompt is penalised, which pushes a "
+        "prediction away from the user's own words: docs/evaluation.md); output: only the tokens generated so far",
+    )
     max_new_tokens: int = Field(256, ge=1, le=4096)
     strip_prompt_end: bool = Field(
         False, description="right-strip the rendered research prompt, as the research inference does (Qwen: it "

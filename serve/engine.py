@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from pac_lora import PACLoraModel, PromptEncoding, collate, load_base_model
 from pac_lora import load_any_adapter as load_adapter_files
@@ -99,12 +100,17 @@ def generate_rows(
     return results  # type: ignore[return-value]
 
 
-def decoding_kwargs(sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
+def decoding_kwargs(sampling: Sampling, max_new_tokens: int, prompt_length: int) -> dict[str, Any]:
+    """`generate`'s arguments; `prompt_length`: the (left-padded) prompt's length, all rows alike."""
+    output_only = sampling.repetition_penalty_scope == "output" and sampling.repetition_penalty != 1.0
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
-        "repetition_penalty": sampling.repetition_penalty,
+        "repetition_penalty": None if output_only else sampling.repetition_penalty,
         "do_sample": not sampling.greedy,
     }
+    if output_only:  # generate runs custom processors before temperature, top-k and top-p, as its own penalty
+        kwargs["logits_processor"] = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(
+            float(sampling.repetition_penalty), prompt_ignore_length=prompt_length)])
     if sampling.greedy:  # unset, so a checkpoint's own sampling defaults cannot leak in
         kwargs.update(temperature=None, top_p=None, top_k=None)
     else:
@@ -120,7 +126,8 @@ def _generate_group(rows: list[Row], tokenizer: Any, stop_tokens: str = "model")
     if loaded.takes_spans:
         inputs.update(user_spans=batch["user_spans"], news_spans=batch["news_spans"])
     longest = max(row.sampling.max_new_tokens for row in rows)
-    kwargs = {**decoding_kwargs(rows[0].sampling, longest), "pad_token_id": tokenizer.pad_token_id}
+    kwargs = {**decoding_kwargs(rows[0].sampling, longest, inputs["input_ids"].shape[1]),
+              "pad_token_id": tokenizer.pad_token_id}
     if stop_tokens == "eos_and_pad":
         kwargs["eos_token_id"] = [tokenizer.eos_token_id, tokenizer.pad_token_id]
     details = {row.gates for row in rows if row.gates} if loaded.takes_spans else set()

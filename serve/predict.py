@@ -100,7 +100,8 @@ class Predictor:
         else:
             self.model = LoadedModel(config.method, base, routing="sequence", takes_spans=False)
         d = config.decoding
-        self.sampling = Sampling(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens)
+        self.sampling = Sampling(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens,
+                                 d.repetition_penalty_scope)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pac_lora import PromptTooLong, build_prompt
@@ -203,7 +204,8 @@ def _micro_request(config: PredictConfig, item: dict[str, Any]) -> dict[str, Any
                  "persona": item["persona"]},
         "news": item["news"], "topic": item["topic"], "variant": item["variant"], "n": config.samples_per_user,
         "decoding": {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
-                     "repetition_penalty": d.repetition_penalty, "max_new_tokens": d.max_new_tokens},
+                     "repetition_penalty": d.repetition_penalty,
+                     "repetition_penalty_scope": d.repetition_penalty_scope, "max_new_tokens": d.max_new_tokens},
     }
     if config.model:
         request["model"] = config.model

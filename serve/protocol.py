@@ -8,6 +8,11 @@ list of `Completion` lists, one per job, in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# prompt_and_output: Hugging Face's (and the research's) penalty, over the prompt and the output so far;
+# output: over the generated tokens only.
+RepetitionPenaltyScope = Literal["prompt_and_output", "output"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class Sampling:
     top_k: int
     repetition_penalty: float
     max_new_tokens: int
+    repetition_penalty_scope: RepetitionPenaltyScope = "prompt_and_output"
 
     @property
     def greedy(self) -> bool:
@@ -27,8 +33,9 @@ class Sampling:
     def group_key(self) -> tuple:
         """Rows with equal keys can share one `generate` call (max_new_tokens is cut per row)."""
         if self.greedy:
-            return ("greedy", self.repetition_penalty)
-        return ("sample", self.temperature, self.top_p, self.top_k, self.repetition_penalty)
+            return ("greedy", self.repetition_penalty, self.repetition_penalty_scope)
+        return ("sample", self.temperature, self.top_p, self.top_k, self.repetition_penalty,
+                self.repetition_penalty_scope)
 
 
 @dataclass(frozen=True)

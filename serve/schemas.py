@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from pac_lora import GateDetail
+from serve.protocol import RepetitionPenaltyScope
 from serve.sentiment import LABELS
 
 
@@ -56,6 +57,8 @@ class Decoding(Strict):
     top_p: TopP = None
     top_k: TopK = Field(None, description="0 disables top-k")
     repetition_penalty: RepetitionPenalty = None
+    repetition_penalty_scope: RepetitionPenaltyScope | None = Field(
+        None, description="prompt_and_output (Hugging Face's) or output: the generated tokens only")
     max_new_tokens: int | None = Field(None, ge=1, description="at most the server's max_new_tokens_limit")
 
 
@@ -209,7 +212,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI chat completions. Extensions: top_k, repetition_penalty. Unused OpenAI fields are ignored."""
+    """OpenAI chat completions. Extensions: top_k, repetition_penalty(_scope). Unused OpenAI fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
     model: NonEmptyText
@@ -218,6 +221,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: TopP = None
     top_k: TopK = None
     repetition_penalty: RepetitionPenalty = None
+    repetition_penalty_scope: RepetitionPenaltyScope | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1)

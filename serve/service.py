@@ -111,6 +111,7 @@ class Service:
             top_p=request.top_p,
             top_k=request.top_k,
             repetition_penalty=request.repetition_penalty,
+            repetition_penalty_scope=request.repetition_penalty_scope,
             max_new_tokens=request.max_completion_tokens or request.max_tokens,
         )
         sampling = self.limits.sampling(decoding, ("body",), tokens_field="max_tokens")

@@ -114,6 +114,7 @@ def test_invalid_input_gets_field_level_422(served) -> None:
         ({**MICRO, "user": {"history": []}}, ["body", "user", "name"]),
         ({**MICRO, "n": 0}, ["body", "n"]),
         ({**MICRO, "decoding": {"temperature": 5}}, ["body", "decoding", "temperature"]),
+        ({**MICRO, "decoding": {"repetition_penalty_scope": "all"}}, ["body", "decoding", "repetition_penalty_scope"]),
         ({**MICRO, "unexpected": 1}, ["body", "unexpected"]),
         ({**MICRO, "topic": "##"}, ["body", "topic"]),
     ]
@@ -373,6 +374,26 @@ def test_models_and_chat_completions_through_the_openai_client(client) -> None:
         model="base", messages=messages, n=2, max_tokens=4, extra_body={"top_k": 5, "repetition_penalty": 1.1}
     )
     assert [choice.index for choice in several.choices] == [0, 1]
+
+
+def test_the_chat_route_penalises_the_scope_asked_for_as_the_engine_does(client, tiny_models) -> None:
+    from serve.engine import LoadedModel, Row, generate_rows, load_base
+    from serve.prompts import encode
+    from serve.protocol import ChatPrompt, Sampling
+
+    base, tokenizer = load_base(str(tiny_models.base), device="cpu")
+    said = "北京发布了新的交通政策。"  # a prompt whose words the penalty keeps this model from saying
+    encoding = encode(tokenizer, ChatPrompt((("user", said),)), "sequence", 2048)
+    model = LoadedModel("base", base, "sequence", takes_spans=False)
+    served = {}
+    for scope in ("output", "prompt_and_output"):
+        reply = client.chat.completions.create(
+            model="base", messages=[{"role": "user", "content": said}], temperature=0, max_tokens=12,
+            extra_body={"repetition_penalty": 3.0, "repetition_penalty_scope": scope})
+        served[scope] = reply.choices[0].message.content
+        [expected] = generate_rows([Row(model, encoding, Sampling(0, 1.0, 0, 3.0, 12, scope))], tokenizer)
+        assert served[scope] == expected.text, scope
+    assert served["output"] != served["prompt_and_output"]
 
 
 def test_streaming_and_errors_through_the_openai_client(client, served) -> None:

@@ -71,6 +71,53 @@ def test_rows_are_grouped_by_model_and_decoding_and_cut_to_their_own_length(mode
     assert out[1] == generate_rows([rows[1]], tokenizer)[0]  # cut from a longer run = run to its own length
 
 
+# -- decoding.repetition_penalty_scope: output penalises the generated tokens only ---------------------
+
+
+def penalised_greedy(model, input_ids: list[int], penalty: float, steps: int) -> list[int]:
+    """Greedy decoding by hand, the penalty on the tokens generated so far and never on the prompt's."""
+    ids, generated = list(input_ids), []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            for token in set(generated):
+                logits[token] = logits[token] * penalty if logits[token] < 0 else logits[token] / penalty
+            generated.append(int(logits.argmax()))
+            ids.append(generated[-1])
+    return generated
+
+
+def test_the_output_scope_penalises_what_was_generated_and_not_the_prompt(models) -> None:
+    from serve.engine import _stop_ids
+
+    loaded, tokenizer = models
+    model = loaded["base"]
+    output_only = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12, repetition_penalty_scope="output")
+    everywhere = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12)
+    rows = [Row(model, encode(tokenizer, p, model.routing, 2048), output_only) for p in prompts()[:3]]
+    served = generate_rows(rows, tokenizer)  # one left-padded batch: the padding is not penalised either
+    stops = _stop_ids(model.model, tokenizer)
+    for row, completion in zip(rows, served, strict=True):
+        tokens = penalised_greedy(model.model, row.encoding.input_ids, 3.0, 12)
+        kept = tokens[: next((k for k, t in enumerate(tokens) if t in stops), len(tokens))]
+        assert completion.text == tokenizer.decode(kept, skip_special_tokens=True).strip()
+    prompt_wide = generate_rows([Row(model, row.encoding, everywhere) for row in rows], tokenizer)
+    assert [c.text for c in prompt_wide] != [c.text for c in served]
+
+
+def test_the_output_scope_penalises_before_top_k_as_the_prompt_wide_penalty_does(models) -> None:
+    loaded, tokenizer = models
+    model = loaded["base"]
+    encoding = encode(tokenizer, prompts()[0], model.routing, 2048)
+    greedy = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12, repetition_penalty_scope="output")
+    top_1 = Sampling(0.7, 1.0, 1, 3.0, max_new_tokens=12, repetition_penalty_scope="output")
+    unpenalised = Sampling(0, 1.0, 0, 1.0, max_new_tokens=12)
+    [by_greedy, by_top_1, plain] = generate_rows([Row(model, encoding, s) for s in (greedy, top_1, unpenalised)],
+                                                 tokenizer)
+    assert by_greedy.text != plain.text  # the penalty changes this output, so the order shows
+    assert by_top_1.text == by_greedy.text  # top-1 of the penalised logits, not of the raw ones
+
+
 def test_adapters_share_the_base_weights_and_leave_the_base_model_alone(models) -> None:
     loaded, _ = models
     base = loaded["base"].model

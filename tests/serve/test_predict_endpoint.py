@@ -32,6 +32,7 @@ class Endpoint:
     def __init__(self) -> None:
         self.calls: Counter = Counter()
         self.gate_details: list[str] = []
+        self.decodings: list[dict] = []
 
     @contextmanager
     def running(self) -> Iterator[str]:
@@ -42,6 +43,7 @@ class Endpoint:
 
     async def _micro(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.decodings.append(body["decoding"])
         name = body["user"]["name"]
         self.calls[name] += 1
         status = {"big": 413, "bad": 422, "down": 503, "broken": 500}.get(name, 200)
@@ -127,3 +129,17 @@ def test_gates_are_asked_for_and_written_per_prediction() -> None:
     assert gates[0][0]["analyze"] == pytest.approx([0.5, 0.25, 0.25])
     assert gates[0][1]["compose"][0] == pytest.approx(1 / 3)
     assert [p["gates"] for p in plain] == [None]
+
+
+def test_every_decoding_setting_the_api_takes_is_sent_as_configured() -> None:
+    from serve.schemas import Decoding
+
+    endpoint = Endpoint()
+    config = PredictConfig(endpoint="http://127.0.0.1:1", decoding={
+        "temperature": 0.3, "top_p": 0.8, "top_k": 7, "repetition_penalty": 1.1,
+        "repetition_penalty_scope": "output", "max_new_tokens": 9})
+    with endpoint.running() as url:
+        asyncio.run(predict_via_endpoint(config.model_copy(update={"endpoint": url}), [row("ok")]))
+    [sent] = endpoint.decodings
+    assert set(sent) == set(Decoding.model_fields)  # a setting the API takes is never left out
+    assert Decoding(**sent).model_dump() == {name: getattr(config.decoding, name) for name in sent}
