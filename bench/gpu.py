@@ -478,7 +478,8 @@ def generate_calls(
     from serve.engine import Row, generate_rows
     from serve.protocol import Sampling
 
-    sampling = Sampling(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=new_tokens)
+    sampling = Sampling(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=new_tokens,
+                        repetition_penalty_scope="output")
     reset_peak_memory(gpu)
     latencies, first_token, steps, generated, prompt_tokens = [], [], [], 0, []
     for call in range(calls):

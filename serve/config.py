@@ -23,9 +23,9 @@ class DecodingConfig(StrictModel):
     top_k: int = Field(20, ge=0)
     repetition_penalty: float = Field(1.2, gt=0.0)
     repetition_penalty_scope: RepetitionPenaltyScope = Field(
-        "prompt_and_output", description="the tokens the repetition penalty counts: prompt_and_output, as Hugging "
-        "Face and the research apply it (a word of the user's history in the prompt is penalised, which pushes a "
-        "prediction away from the user's own words: docs/evaluation.md); output: only the tokens generated so far",
+        "output", description="the tokens the repetition penalty counts: output, the tokens generated so far; "
+        "prompt_and_output, as Hugging Face and the research apply it, which penalises the words of the user's "
+        "history in the prompt and so pushes a prediction away from the user's own words (docs/evaluation.md)",
     )
     max_new_tokens: int = Field(256, ge=1, le=4096)
     strip_prompt_end: bool = Field(
@@ -38,9 +38,14 @@ class DecodingConfig(StrictModel):
     )
 
 
-# What `preset: research` changes in serving and predicting: the research inference's prompt bytes
-# and stop tokens (its sampling values are our defaults already).
+# What `preset: research` changes in serving and predicting: the research inference's prompt bytes,
+# stop tokens and repetition penalty (its sampling values are our defaults already).
 RESEARCH_DECODING = {
+    "decoding.repetition_penalty_scope": PresetValue(
+        "prompt_and_output",
+        "the research's generate applies Hugging Face's penalty, over the prompt too; penalising the user's own "
+        "history words pushed every model's predicted sentiment away from the user's (docs/evaluation.md)",
+    ),
     "decoding.strip_prompt_end": PresetValue(
         True,
         "training put a newline after 'assistant' before every response, so the prompt keeps it; the research "

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# prompt_and_output: Hugging Face's (and the research's) penalty, over the prompt and the output so far;
-# output: over the generated tokens only.
+# output: the repetition penalty counts the generated tokens only; prompt_and_output: Hugging Face's
+# (and the research's), over the prompt too.
 RepetitionPenaltyScope = Literal["prompt_and_output", "output"]
 
 
@@ -24,7 +24,7 @@ class Sampling:
     top_k: int
     repetition_penalty: float
     max_new_tokens: int
-    repetition_penalty_scope: RepetitionPenaltyScope = "prompt_and_output"
+    repetition_penalty_scope: RepetitionPenaltyScope
 
     @property
     def greedy(self) -> bool:

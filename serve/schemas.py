@@ -51,14 +51,16 @@ class Strict(BaseModel):
 
 class Decoding(Strict):
     """Per-request decoding; a field left out takes the server's default (research: sampling,
-    temperature 0.7, top_p 0.9, top_k 20, repetition penalty 1.2, 256 new tokens). temperature 0: greedy."""
+    temperature 0.7, top_p 0.9, top_k 20, repetition penalty 1.2, 256 new tokens; the penalty over the generated
+    tokens unless the server runs `preset: research`). temperature 0: greedy."""
 
     temperature: Temperature = None
     top_p: TopP = None
     top_k: TopK = Field(None, description="0 disables top-k")
     repetition_penalty: RepetitionPenalty = None
     repetition_penalty_scope: RepetitionPenaltyScope | None = Field(
-        None, description="prompt_and_output (Hugging Face's) or output: the generated tokens only")
+        None, description="output: the penalty counts the generated tokens only; prompt_and_output: the prompt's "
+        "too, as Hugging Face and the research apply it")
     max_new_tokens: int | None = Field(None, ge=1, description="at most the server's max_new_tokens_limit")
 
 

@@ -11,7 +11,9 @@ from serve.engine import LoadedModel, Row, generate_rows, load_any_adapter, load
 from serve.prompts import encode
 from serve.protocol import ChatPrompt, ResearchPrompt, Sampling, UserProfile
 
-GREEDY = Sampling(temperature=0, top_p=0.9, top_k=20, repetition_penalty=1.2, max_new_tokens=6)
+# prompt_and_output: the penalty as Hugging Face applies it, so a row can be checked against generate itself
+GREEDY = Sampling(temperature=0, top_p=0.9, top_k=20, repetition_penalty=1.2, max_new_tokens=6,
+                  repetition_penalty_scope="prompt_and_output")
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,8 @@ def test_rows_are_grouped_by_model_and_decoding_and_cut_to_their_own_length(mode
 
         monkeypatch.setattr(model.model, "generate", counting)
     encoding = encode(tokenizer, prompts()[0], "sequence", 2048)
-    short = Sampling(0, 0.9, 20, 1.2, max_new_tokens=3)
-    sampled = Sampling(0.7, 0.9, 20, 1.2, max_new_tokens=5)
+    short = Sampling(0, 0.9, 20, 1.2, 3, "prompt_and_output")
+    sampled = Sampling(0.7, 0.9, 20, 1.2, 5, "prompt_and_output")
     rows = [Row(loaded["alpha"], encoding, GREEDY), Row(loaded["alpha"], encoding, short),
             Row(loaded["alpha"], encoding, sampled), Row(loaded["base"], encoding, GREEDY)]
     out = generate_rows(rows, tokenizer)
@@ -93,7 +95,7 @@ def test_the_output_scope_penalises_what_was_generated_and_not_the_prompt(models
     loaded, tokenizer = models
     model = loaded["base"]
     output_only = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12, repetition_penalty_scope="output")
-    everywhere = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12)
+    everywhere = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12, repetition_penalty_scope="prompt_and_output")
     rows = [Row(model, encode(tokenizer, p, model.routing, 2048), output_only) for p in prompts()[:3]]
     served = generate_rows(rows, tokenizer)  # one left-padded batch: the padding is not penalised either
     stops = _stop_ids(model.model, tokenizer)
@@ -111,7 +113,7 @@ def test_the_output_scope_penalises_before_top_k_as_the_prompt_wide_penalty_does
     encoding = encode(tokenizer, prompts()[0], model.routing, 2048)
     greedy = Sampling(0, 1.0, 0, 3.0, max_new_tokens=12, repetition_penalty_scope="output")
     top_1 = Sampling(0.7, 1.0, 1, 3.0, max_new_tokens=12, repetition_penalty_scope="output")
-    unpenalised = Sampling(0, 1.0, 0, 1.0, max_new_tokens=12)
+    unpenalised = Sampling(0, 1.0, 0, 1.0, max_new_tokens=12, repetition_penalty_scope="output")
     [by_greedy, by_top_1, plain] = generate_rows([Row(model, encoding, s) for s in (greedy, top_1, unpenalised)],
                                                  tokenizer)
     assert by_greedy.text != plain.text  # the penalty changes this output, so the order shows
@@ -209,7 +211,8 @@ def test_predict_in_process_loads_a_peft_lora(tiny_models) -> None:
            "user_part": parts.user_part, "news_part": parts.news_part, "instruction_part": parts.instruction_part,
            "output": "真实的微博"}
     config = PredictConfig(base_model=str(tiny_models.base), adapter=str(tiny_models.adapters["lora"]), method="lora",
-                           decoding={"temperature": 0, "max_new_tokens": 6})
+                           decoding={"temperature": 0, "max_new_tokens": 6,
+                                     "repetition_penalty_scope": "prompt_and_output"})
     predictor = Predictor(config)
     [predicted] = predictor(pa.Table.from_pylist([row])).to_pylist()
     encoding = build_prompt(predictor.tokenizer, parts.user_part, parts.news_part, parts.instruction_part)

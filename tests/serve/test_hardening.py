@@ -252,7 +252,7 @@ def test_a_long_tokenisation_does_not_stall_the_event_loop(tmp_path: Path) -> No
     from serve.generator import encode_jobs
 
     tokenizer = load_tokenizer(build_tiny_checkpoint(tmp_path / "tiny"))
-    sampling = Sampling(0.0, 1.0, 0, 1.0, 4)
+    sampling = Sampling(0.0, 1.0, 0, 1.0, 4, "output")
     huge = Job(ChatPrompt((("user", "今天北京发布了新的交通政策，大家怎么看？" * 10_000),)), sampling)  # 200k chars
 
     async def scenario() -> tuple[float, float, bool]:

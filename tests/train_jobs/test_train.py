@@ -174,7 +174,8 @@ def test_every_trained_adapter_serves(which: str, routing: str, spans: bool, bas
     assert (loaded.routing, loaded.takes_spans) == (routing, spans)
     user = UserProfile("用户1", (("支持", None),), "积极")
     prompt = ResearchPrompt("北京发布了新的交通政策。", "北京交通新政", "full", user=user)
-    sampling = Sampling(temperature=0, top_p=0.9, top_k=20, repetition_penalty=1.2, max_new_tokens=8)
+    sampling = Sampling(temperature=0, top_p=0.9, top_k=20, repetition_penalty=1.2, max_new_tokens=8,
+                        repetition_penalty_scope="output")
     row = Row(loaded, encode(tokenizer, prompt, loaded.routing, 1024), sampling)
     [served] = generate_rows([row], tokenizer)
     [zero_shot] = generate_rows([Row(LoadedModel("base", base, "sequence", False), row.encoding, sampling)], tokenizer)
