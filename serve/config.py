@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -11,7 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from cluster.config import StrictModel, secret
 from cluster.presets import PresetValue, WithPresets
 from pac_lora import GateDetail
-from serve.protocol import RepetitionPenaltyScope
+from serve.protocol import RepetitionPenaltyScope, Sampling
 
 
 class DecodingConfig(StrictModel):
@@ -36,6 +37,10 @@ class DecodingConfig(StrictModel):
         "model", description="model: the end tokens of the model's generation config and the tokenizer's eos; "
         "eos_and_pad: the tokenizer's eos and pad tokens, as the research's generate call names them",
     )
+
+    def sampling(self) -> Sampling:
+        """What each prompt is decoded with (how a prompt ends and where generation stops are not in it)."""
+        return Sampling(**{field.name: getattr(self, field.name) for field in dataclasses.fields(Sampling)})
 
 
 # What `preset: research` changes in serving and predicting: the research inference's prompt bytes,

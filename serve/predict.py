@@ -25,6 +25,7 @@ from cluster.ray_connect import ray_session
 from cluster.retry import Backoff, retrying
 from cluster.schemas import PREDICTIONS, SFT
 from serve.config import PredictConfig
+from serve.schemas import Decoding
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ class Predictor:
 
     def __init__(self, config: PredictConfig) -> None:
         from serve.engine import LoadedModel, load_any_adapter, load_base
-        from serve.protocol import Sampling
 
         self.config = config
         base, self.tokenizer = load_base(config.base_model)
@@ -99,9 +99,7 @@ class Predictor:
             self.model = load_any_adapter(base, config.method, config.adapter)
         else:
             self.model = LoadedModel(config.method, base, routing="sequence", takes_spans=False)
-        d = config.decoding
-        self.sampling = Sampling(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens,
-                                 d.repetition_penalty_scope)
+        self.sampling = config.decoding.sampling()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from pac_lora import PromptTooLong, build_prompt
@@ -198,14 +196,11 @@ async def _post_once(session: Any, url: str, request: dict[str, Any], row_id: st
 
 
 def _micro_request(config: PredictConfig, item: dict[str, Any]) -> dict[str, Any]:
-    d = config.decoding
     request = {
         "user": {"name": item["user_name"] or "用户", "history": list(item["history_texts"] or []),
                  "persona": item["persona"]},
         "news": item["news"], "topic": item["topic"], "variant": item["variant"], "n": config.samples_per_user,
-        "decoding": {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
-                     "repetition_penalty": d.repetition_penalty,
-                     "repetition_penalty_scope": d.repetition_penalty_scope, "max_new_tokens": d.max_new_tokens},
+        "decoding": {name: getattr(config.decoding, name) for name in Decoding.model_fields},
     }
     if config.model:
         request["model"] = config.model
