@@ -2,7 +2,7 @@
 category that sets the odds of what they write, so a model that reads a user's history can be
 checked against the truth on topics it never saw (issue 16).
 
-    .venv/bin/python bench/quality.py                      # size small, 3 seeds (about an hour on 2 idle cores)
+    .venv/bin/python bench/quality.py                      # size small, 3 seeds (see docs/evaluation.md for its time)
     .venv/bin/python bench/quality.py --size tiny --seeds 1 --out /tmp/quality   # every method, nothing learned
     .venv/bin/python bench/quality.py --split validation    # choose settings on the training topics only
 
@@ -77,11 +77,10 @@ SIZES = {
     # For the fast test: every stage and method runs, nothing is learned.
     "tiny": Size(users=30, history=(10, 20), hot_topic_posts=40, topic_posts=14, hidden=64, pretrain_steps=20,
                  train_steps=2, learning_rate=1e-3, samples=2, max_new_tokens=16, effective_batch_size=4),
-    # The bench: 3 seeds in about an hour on 2 idle cores (over the ~40 minutes aimed at since 300 steps).
-    # Steps and learning rate chosen on --split validation (docs/evaluation.md): 300 at 3e-3 beat 40 at
-    # 1e-3 for every trained method there.
+    # The bench: 3 seeds. Steps and learning rate chosen on --split validation (docs/evaluation.md):
+    # 3e-3 beat 1e-3, and with the output-only repetition penalty 100 steps beat 300 for every adapter.
     "small": Size(users=120, history=(15, 40), hot_topic_posts=120, topic_posts=50, hidden=128,
-                  pretrain_steps=200, train_steps=300, learning_rate=3e-3, samples=3, max_new_tokens=40),
+                  pretrain_steps=200, train_steps=100, learning_rate=3e-3, samples=3, max_new_tokens=40),
 }
 
 
@@ -228,6 +227,12 @@ class Run:
             self.say("predict", f"{method.name} seed {seed} in {time.monotonic() - began:.0f}s")
         return path
 
+    def ablation_predictions(self, routing: str, seed: int, train: bool) -> list[Path]:
+        """The prompt ablations' predictions: trained and predicted now, or else an earlier run's, if any."""
+        if train:
+            return [self.predict(m, seed, self.train(m, seed)) for m in ablations(routing)]
+        return [path for m in ablations(routing) if (path := self.prediction_path(m, seed)).is_file()]
+
     def _penalty(self) -> dict:
         chosen = {"repetition_penalty": self.size.repetition_penalty,
                   "repetition_penalty_scope": self.size.repetition_penalty_scope}
@@ -317,16 +322,14 @@ def run(args: argparse.Namespace, size: Size, out: Path) -> dict:
             options = {"truth": str(truth), "dataset": str(out / "dataset")}
             best = args.ablate
             files: dict[int, list[Path]] = {}
-            for seed in seeds:  # each seed evaluated as soon as it is predicted: a stopped run keeps its seeds
+            ablated_seeds = seeds[:0 if args.no_ablations else args.ablation_seeds]
+            for seed in seeds:  # each seed evaluated once, as soon as it is predicted: a stopped run keeps its seeds
                 files[seed] = [runner.predict(m, seed, runner.train(m, seed) if m.train else None)
                                for m in methods_to_run(args.methods)]
                 files[seed].append(write_oracle(config, cases, size, seed, out))
-                files[seed] += [p for m in ablations(best) if (p := runner.prediction_path(m, seed)).is_file()]
+                files[seed] += runner.ablation_predictions(best, seed, train=seed in ablated_seeds)
                 for labeler in labelers:
                     runner.evaluate(seed, files[seed], labeler, options)
-            for seed in seeds[:0 if args.no_ablations else args.ablation_seeds]:  # then the ablations
-                made = [runner.predict(m, seed, runner.train(m, seed)) for m in ablations(best)]
-                files[seed] += [path for path in made if path not in files[seed]]
             combined = {labeler: combine(runner, files, labeler, options, out) for labeler in labelers}
             best_js = best_routing([out / f"seed-{seed}" / "report" / labelers[0] for seed in seeds])
     result: dict[str, Any] = dict(combined[labelers[0]])
@@ -336,7 +339,7 @@ def run(args: argparse.Namespace, size: Size, out: Path) -> dict:
     result.update({
         "seeds": len(seeds), "size": args.size, "split": args.split, "world_seed": args.world_seed,
         "labeler": labelers[0], "held_out": held_out, "ablated_routing": best, "best_routing_by_js": best_js,
-        "ablation_seeds": min(args.ablation_seeds, len(seeds)), "settings": asdict(size),
+        "ablation_seeds": len(ablated_seeds), "settings": asdict(size),
         "sft": {"train_rows": sft_report.get("train_rows"), "test_rows": sft_report.get("test_rows")},
         "target_met": target_met(result["methods"]),
         "retrieval": retrieval_signal(corpus, cases),
