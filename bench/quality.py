@@ -22,7 +22,7 @@ simulator's `truth_table`), the oracle (`oracle_predictions`: each held-out post
 its user with fresh randomness), the history baseline and every figure are the foundation's:
 evaluate with `truth` and `dataset` scores each method per seed (micro accuracy and macro-F1
 against the true sentiment of the real post, macro JS / TV / EMD against the true crowd per
-held-out topic, Spearman of the predicted positive share with the true stance, topic mention,
+held-out topic, Spearman of the predicted positive share with the true stance, topic mention, wrong hashtag,
 gap closed = (score - zero-shot) / (oracle - zero-shot)), and `combine_runs` gives the mean and sd
 over the seeds. Seeds vary training (adapter init, data order) and sampling; the world, the
 dataset and the base model are fixed by --world-seed. Every seed is evaluated twice: with the
@@ -470,7 +470,7 @@ def target_met(methods: dict) -> dict:
 def markdown(result: dict) -> str:
     """quality.md: the methods table of every labeller (evaluate's seeds.md beside it has the plot)."""
     metrics = ("micro_accuracy", "micro_macro_f1", "macro_js", "macro_tv", "macro_emd", "spearman_stance",
-               "topic_mention", "gap_closed_js", "gap_closed_macro_f1")
+               "topic_mention", "wrong_hashtag", "gap_closed_js", "gap_closed_macro_f1")
     lines = [f"# Quality benchmark: size {result['size']}, {result['seeds']} seeds (ablations on "
              f"{result['ablation_seeds']}), split {result['split']}", "",
              f"Held out: {', '.join(result['held_out'])}. Wall time of this invocation (a rerun reuses what "

@@ -312,10 +312,12 @@ EVALUATION_SUMMARY = pa.schema(
         pa.field("real_unlabelled", pa.int64()),
         pa.field("labeler", pa.string()),
         # With truth (EvaluateConfig.truth): Spearman of predicted positive share vs true stance, and
-        # the share of predictions naming the topic or its terms; with methods zero-shot and oracle,
+        # the share of predictions naming the topic or its terms (and, with or without truth, carrying
+        # only other topics' hashtags); with methods zero-shot and oracle,
         # (figure - zero-shot) / (oracle - zero-shot) per figure. Null where not measured.
         pa.field("spearman_stance", pa.float64()),
         pa.field("topic_mention", pa.float64()),
+        pa.field("wrong_hashtag", pa.float64()),
         pa.field("gap_closed_js", pa.float64()),
         pa.field("gap_closed_tv", pa.float64()),
         pa.field("gap_closed_emd", pa.float64()),

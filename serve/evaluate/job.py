@@ -48,6 +48,7 @@ from serve.evaluate.truth import (
     stance_correlation,
     stance_pairs,
     user_stances,
+    wrong_hashtag,
 )
 
 REAL_POSTS = "(real posts)"  # the stance plot's reference: the real posts' own positive share
@@ -161,16 +162,19 @@ def _stance(rows: list[dict[str, Any]], truth: Truth, shares: dict[str, dict], r
     return pairs
 
 
-def _mentions(predictions: pa.Table, truth: Truth | None) -> dict[str, float]:
-    """Per method: the share of predicted posts that name the topic (or one of its terms, from the truth)."""
+def _mentions(predictions: pa.Table, truth: Truth | None) -> dict[str, dict[str, float]]:
+    """Per method, the share of predicted posts that name the topic (or one of its terms, from the
+    truth: topic_mention) and that carry only other topics' hashtags (wrong_hashtag)."""
     terms = truth.terms if truth else {}
     counts: dict[str, list[int]] = {}
     for method, topic, text in zip(*(predictions[c].to_pylist() for c in ("method", "topic", "prediction")),
                                    strict=True):
-        entry = counts.setdefault(method, [0, 0])
+        entry = counts.setdefault(method, [0, 0, 0])
         entry[0] += mentions(text, topic, terms)
-        entry[1] += 1
-    return {method: hits / total for method, (hits, total) in counts.items()}
+        entry[1] += wrong_hashtag(text, topic)
+        entry[2] += 1
+    return {method: {"topic_mention": named / total, "wrong_hashtag": wrong / total}
+            for method, (named, wrong, total) in counts.items()}
 
 
 def _gate_means(predictions: pa.Table, scored: pa.Table) -> list[dict[str, Any]]:

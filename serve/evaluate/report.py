@@ -192,8 +192,8 @@ def _markdown(
     lines += ["## Methods", ""]
     columns = ("predictions", "rouge1", "rouge2", "rougeL", "bleu4", "length_ratio", "sentiment_accuracy",
                "sentiment_macro_f1", "js", "kl", "tv", "emd", "unlabelled", "real_unlabelled")
-    columns += tuple(name for name in ("spearman_stance", "topic_mention", "gap_closed_js", "gap_closed_macro_f1")
-                     if any(row.get(name) is not None for row in summary))
+    when_measured = ("spearman_stance", "topic_mention", "wrong_hashtag", "gap_closed_js", "gap_closed_macro_f1")
+    columns += tuple(name for name in when_measured if any(row.get(name) is not None for row in summary))
     lines += ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for row in summary:
         lines.append(f"| {row['method']} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
@@ -203,7 +203,8 @@ def _markdown(
               "no distribution and is left out of the averages). unlabelled and real_unlabelled count the "
               "predicted and real posts the labeller could not label. spearman_stance: Spearman between "
               "each user's predicted positive share on a topic and the user's true stance; topic_mention: the "
-              "share of predicted posts naming the topic or its terms; gap_closed_x: (x - zero-shot's) / "
+              "share of predicted posts naming the topic or its terms; wrong_hashtag: the share of predicted "
+              "posts whose hashtags are all other topics'; gap_closed_x: (x - zero-shot's) / "
               "(oracle's - zero-shot's).", "", "## Topics", "",
               "| topic | name | method | real (pos/neu/neg) | predicted | js | emd |", "|---|---|---|---|---|---|---|"]
     for row in macro:

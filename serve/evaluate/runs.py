@@ -29,6 +29,7 @@ FIGURES = {
     "macro_emd": "emd",
     "spearman_stance": "spearman_stance",
     "topic_mention": "topic_mention",
+    "wrong_hashtag": "wrong_hashtag",
     "gap_closed_js": "gap_closed_js",
     "gap_closed_macro_f1": "gap_closed_macro_f1",
     "gap_closed_spearman": "gap_closed_spearman",

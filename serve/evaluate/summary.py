@@ -20,12 +20,13 @@ GAP_CLOSED = {"js": "gap_closed_js", "tv": "gap_closed_tv", "emd": "gap_closed_e
 
 def aggregate(rows: list[dict[str, Any]], labeler: str, *, pools: dict[str, dict[str, list[str]]] | None = None,
               spearman: dict[str, float | None] | None = None,
-              mentions: dict[str, float | None] | None = None) -> tuple[list[dict], list[dict]]:
+              mentions: dict[str, dict[str, float]] | None = None) -> tuple[list[dict], list[dict]]:
     """Per method: micro averages and the macro metrics per topic and on average.
 
     `pools`: method -> topic -> the labels whose distribution is that method's prediction for the
     topic (the history baseline's pooled history posts), instead of its rows' predicted labels.
-    `spearman`, `mentions`: each method's spearman_stance and topic_mention (None: not measured).
+    `spearman`: each method's spearman_stance; `mentions`: each method's topic_mention and
+    wrong_hashtag (None: not measured).
     With methods named zero-shot and oracle, every row gets gap_closed_* (see `gap_closed`)."""
     pools, spearman, mentions = pools or {}, spearman or {}, mentions or {}
     by_method: dict[str, list[dict]] = defaultdict(list)
@@ -48,7 +49,8 @@ def aggregate(rows: list[dict[str, Any]], labeler: str, *, pools: dict[str, dict
             "sentiment_accuracy": accuracy(*labels), "sentiment_macro_f1": macro_f1(*labels), **mean,
             "unlabelled": sum(label not in SENTIMENTS for label in labels[0]),
             "real_unlabelled": sum(label not in SENTIMENTS for label in _real_labels(items)),
-            "labeler": labeler, "spearman_stance": spearman.get(method), "topic_mention": mentions.get(method),
+            "labeler": labeler, "spearman_stance": spearman.get(method),
+            **{name: mentions.get(method, {}).get(name) for name in ("topic_mention", "wrong_hashtag")},
         })
     return gap_closed(summary), macro
 

@@ -10,11 +10,14 @@ its author's stance on the topic's category and the topic's terms. With it:
   labeller error is visible;
 - `spearman_stance`: Spearman's rank correlation between each user's predicted positive share on a
   topic (over all the samples of the user's posts on it) and the user's true stance on its category;
-- `topic_mention`: the share of predicted posts that name the topic or one of its terms.
+- `topic_mention`: the share of predicted posts that name the topic or one of its terms;
+- `wrong_hashtag`: the share of predicted posts that carry hashtags, none of them the topic's (a
+  model that writes another topic's `#hashtag#` remembers topics instead of reading the news).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +31,8 @@ from cluster.config import ConfigError
 from cluster.schemas import TRUTH
 from serve import SENTIMENTS
 from serve.evaluate.metrics import accuracy, macro_f1, spearman
+
+HASHTAG = re.compile(r"#([^#\n]+)#")
 
 
 @dataclass
@@ -114,6 +119,12 @@ def mentions(text: str | None, topic: str, terms: dict[str, list[str]]) -> bool:
     if not text:
         return False
     return any(term and term in text for term in [topic.strip("#"), *terms.get(topic, [])])
+
+
+def wrong_hashtag(text: str | None, topic: str) -> bool:
+    """Whether a post carries hashtags (`#...#`) and none of them is its topic's."""
+    tags = {tag.strip() for tag in HASHTAG.findall(text or "")}
+    return bool(tags) and topic.strip("#").strip() not in tags
 
 
 def _none_if_nan(value: float) -> float | None:

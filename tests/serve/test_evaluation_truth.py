@@ -28,7 +28,7 @@ from serve.evaluate.config import EvaluateConfig
 from serve.evaluate.history import plurality
 from serve.evaluate.job import run
 from serve.evaluate.summary import gap_closed
-from serve.evaluate.truth import Truth, labeller_vs_truth
+from serve.evaluate.truth import Truth, labeller_vs_truth, wrong_hashtag
 from serve.sentiment import simulator_lexicon
 
 WORLD = SimulatorConfig(seed=4, num_users=40, history_posts=(15, 30), hot_topic_posts=60, topic_posts=60,
@@ -74,6 +74,15 @@ def test_plurality_ties_are_neutral_and_nothing_is_unlabelled() -> None:
     assert plurality(["unlabelled", "unlabelled"]) == "unlabelled" == plurality([])
 
 
+def test_a_wrong_hashtag_is_a_post_whose_hashtags_are_all_other_topics() -> None:
+    assert wrong_hashtag("#金价创历史新高# 冲鸭！", "新能源车降价潮")
+    assert wrong_hashtag("#高校食堂# 不愧是你 #金价创历史新高#", "#新能源车降价潮#")
+    assert not wrong_hashtag("#高校食堂# 不愧是你 #新能源车降价潮#", "新能源车降价潮")  # one of them is its own
+    assert not wrong_hashtag("#新能源车降价潮# 保值率越来越好！！", "#新能源车降价潮#")
+    assert not wrong_hashtag("新能源车降价潮，保值率越来越好", "新能源车降价潮")  # no hashtag: not counted
+    assert not wrong_hashtag("", "x") and not wrong_hashtag(None, "x") and not wrong_hashtag("# 单个井号", "x")
+
+
 def test_gap_closed_is_zero_at_zero_shot_and_one_at_the_oracle_whichever_way_a_figure_improves() -> None:
     rows = [{"method": "zero-shot", "js": 0.4, "sentiment_macro_f1": 0.3},
             {"method": "oracle", "js": 0.1, "sentiment_macro_f1": 0.7},
@@ -110,7 +119,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTIONS), root / f"{name}.parquet")
         return root / f"{name}.parquet"
 
-    files = [method("zero-shot", lambda c: "今天天气不错，出去走走。"),  # neutral, off topic
+    other = corpus.topics[0].name  # neutral, off topic, under another topic's hashtag
+    files = [method("zero-shot", lambda c: f"#{other}# 今天天气不错，出去走走。"),
              method("copy", lambda c: c["real"])]  # the real post itself: perfect
     pq.write_table(oracle_predictions(corpus, cases, samples=4, seed=0), root / "oracle.parquet")
     files.append(root / "oracle.parquet")
@@ -162,7 +172,7 @@ def test_with_truth_real_posts_count_as_their_true_sentiment(world: dict, evalua
     assert real == pytest.approx([truth[s] / len(world["cases"]) for s in ("positive", "neutral", "negative")])
 
 
-def test_gap_closed_and_topic_mentions(evaluated: Path) -> None:
+def test_gap_closed_topic_mentions_and_wrong_hashtags(evaluated: Path) -> None:
     methods = read_report(evaluated)["methods"]
     assert methods["zero-shot"]["gap_closed_js"] == 0 and methods["oracle"]["gap_closed_js"] == 1
     assert methods["zero-shot"]["gap_closed_macro_f1"] == 0 and methods["oracle"]["gap_closed_macro_f1"] == 1
@@ -170,6 +180,9 @@ def test_gap_closed_and_topic_mentions(evaluated: Path) -> None:
     assert methods["zero-shot"]["topic_mention"] == 0
     assert methods["oracle"]["topic_mention"] == 1 == methods["copy"]["topic_mention"]
     assert methods["history-baseline"]["topic_mention"] is None
+    assert methods["zero-shot"]["wrong_hashtag"] == 1
+    assert methods["oracle"]["wrong_hashtag"] == 0 == methods["copy"]["wrong_hashtag"]
+    assert methods["history-baseline"]["wrong_hashtag"] is None
     summary = pq.read_table(evaluated / "summary.parquet")
     assert summary.schema.names == EVALUATION_SUMMARY.names
 
