@@ -26,6 +26,8 @@ from typing import Literal
 
 import yaml
 
+from cluster.text import hashtags
+
 Patterns = Literal["ours", "research"]
 
 # Fixed strings, removed in this order (replaced by nothing, as the research does).
@@ -36,7 +38,6 @@ _RESEARCH_REMOVED = (re.compile(r"\n\S+的微博视频"), re.compile(r"\n\S+的�
 _RESEARCH_TO_HASH = (re.compile(r"#[^#]+的微博直播"), re.compile(r"#[^#]+的微博视频"))
 
 _HASHTAGS_ONLY = re.compile(r"(?:#[^#]+#\s*)+")
-_HASHTAG = re.compile(r"#([^#]+)#")
 _WHITESPACE = re.compile(r"\s+")
 
 # Ads, lotteries, fan-club chatter: our default list, over the post's text and the reposted text.
@@ -137,11 +138,6 @@ def post_topics(topics: Iterable[str] | None) -> list[str]:
     return [topic.strip() for topic in joined.split(",") if topic.strip()]
 
 
-def hashtags(text: str | None) -> list[str]:
-    """The #topics# of a text (the crawl keeps no topic list for a reposted post)."""
-    return _HASHTAG.findall(text or "")
-
-
 def judge_post(
     text: str | None,
     retweet_text: str | None,
@@ -166,6 +162,7 @@ def _first_rule(
     own_topics = post_topics(topics)
     joined_topics = ",".join(own_topics)
     searched = f"{text} {retweet or ''}" if ex.text_covers_repost else text
+    # A reposted post's topics come from its text: the crawl keeps no topic list for it.
     checks = (
         ("target_post", rules.exclude_all_targets and mid in target_mids),
         ("excluded_retweet_topic", retweet is not None and _any_in(ex.retweet_topics, ",".join(hashtags(raw_retweet)))),

@@ -153,7 +153,7 @@ def test_tiny_world_every_method_scores_and_the_oracle_beats_zero_shot(tmp_path:
         assert (out / "report" / labeller / "seeds.md").is_file()
 
 
-@pytest.mark.slow  # seven trainings through Ray Train + DeepSpeed: SOCIALALIGN_SLOW=1
+@pytest.mark.slow  # five trainings through Ray Train + DeepSpeed: SOCIALALIGN_SLOW=1
 @pytest.mark.timeout(1500)
 def test_tiny_world_with_the_prompt_ablations_every_method_scores(tmp_path: Path) -> None:
     result = run_bench(tmp_path / "quality")

@@ -19,6 +19,7 @@ The labeller is chosen as serve chooses it (`serve.make_labeler`): offline, llm-
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from serve.evaluate.predictions import load_predictions
 from serve.evaluate.runs import combine_runs
 from serve.evaluate.summary import aggregate, figures, gate_means
 from serve.evaluate.truth import (
+    POST_SHARES,
     Truth,
     check_coverage,
     labeller_vs_truth,
@@ -166,15 +168,12 @@ def _mentions(predictions: pa.Table, truth: Truth | None) -> dict[str, dict[str,
     """Per method, the share of predicted posts that name the topic (or one of its terms, from the
     truth: topic_mention) and that carry only other topics' hashtags (wrong_hashtag)."""
     terms = truth.terms if truth else {}
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, Counter] = defaultdict(Counter)
     for method, topic, text in zip(*(predictions[c].to_pylist() for c in ("method", "topic", "prediction")),
                                    strict=True):
-        entry = counts.setdefault(method, [0, 0, 0])
-        entry[0] += mentions(text, topic, terms)
-        entry[1] += wrong_hashtag(text, topic)
-        entry[2] += 1
-    return {method: {"topic_mention": named / total, "wrong_hashtag": wrong / total}
-            for method, (named, wrong, total) in counts.items()}
+        counts[method].update(topic_mention=mentions(text, topic, terms), wrong_hashtag=wrong_hashtag(text, topic),
+                              posts=1)
+    return {method: {name: count[name] / count["posts"] for name in POST_SHARES} for method, count in counts.items()}
 
 
 def _gate_means(predictions: pa.Table, scored: pa.Table) -> list[dict[str, Any]]:

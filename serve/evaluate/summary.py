@@ -8,6 +8,7 @@ from typing import Any
 
 from serve import SENTIMENTS
 from serve.evaluate.metrics import MACRO_METRICS, accuracy, distribution, macro_f1, macro_metrics
+from serve.evaluate.truth import POST_SHARES
 
 MEAN = "(mean)"
 MICRO = ("rouge1", "rouge2", "rougeL", "bleu4", "length_ratio")
@@ -50,7 +51,7 @@ def aggregate(rows: list[dict[str, Any]], labeler: str, *, pools: dict[str, dict
             "unlabelled": sum(label not in SENTIMENTS for label in labels[0]),
             "real_unlabelled": sum(label not in SENTIMENTS for label in _real_labels(items)),
             "labeler": labeler, "spearman_stance": spearman.get(method),
-            **{name: mentions.get(method, {}).get(name) for name in ("topic_mention", "wrong_hashtag")},
+            **{name: mentions.get(method, {}).get(name) for name in POST_SHARES},
         })
     return gap_closed(summary), macro
 

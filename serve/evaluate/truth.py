@@ -17,7 +17,6 @@ its author's stance on the topic's category and the topic's terms. With it:
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,10 +28,11 @@ import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
 from cluster.schemas import TRUTH
+from cluster.text import hashtags
 from serve import SENTIMENTS
 from serve.evaluate.metrics import accuracy, macro_f1, spearman
 
-HASHTAG = re.compile(r"#([^#\n]+)#")
+POST_SHARES = ("topic_mention", "wrong_hashtag")  # per method: the share of its posts that do each
 
 
 @dataclass
@@ -123,7 +123,7 @@ def mentions(text: str | None, topic: str, terms: dict[str, list[str]]) -> bool:
 
 def wrong_hashtag(text: str | None, topic: str) -> bool:
     """Whether a post carries hashtags (`#...#`) and none of them is its topic's."""
-    tags = {tag.strip() for tag in HASHTAG.findall(text or "")}
+    tags = {tag.strip() for tag in hashtags(text)}
     return bool(tags) and topic.strip("#").strip() not in tags
 
 
