@@ -253,7 +253,8 @@ def test_a_long_tokenisation_does_not_stall_the_event_loop(tmp_path: Path) -> No
 
     tokenizer = load_tokenizer(build_tiny_checkpoint(tmp_path / "tiny"))
     sampling = Sampling(0.0, 1.0, 0, 1.0, 4, "output")
-    huge = Job(ChatPrompt((("user", "今天北京发布了新的交通政策，大家怎么看？" * 10_000),)), sampling)  # 200k chars
+    # 600k chars: well over 0.3 s to tokenise even on an idle machine (200k took 0.29 s there)
+    huge = Job(ChatPrompt((("user", "今天北京发布了新的交通政策，大家怎么看？" * 30_000),)), sampling)
 
     async def scenario() -> tuple[float, float, bool]:
         gaps, last = [], time.monotonic()
