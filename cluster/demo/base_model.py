@@ -13,7 +13,7 @@ from cluster.demo.config import DemoSize
 from cluster.parquet import read_table_dir
 from cluster.schemas import CLEAN_HISTORY, SFT
 
-RECIPE = 5  # bump when the pretraining below changes, so a rerun rebuilds the model
+RECIPE = 6  # bump when the pretraining below changes, so a rerun rebuilds the model
 
 
 def build_base_model(out: Path, size: DemoSize) -> str:
@@ -34,9 +34,15 @@ def build_base_model(out: Path, size: DemoSize) -> str:
 
 def _texts(out: Path) -> tuple[list[str], list[str]]:
     """Users' history plus the training topics' posts as plain text (the language a base model would
-    have read on the web, no prompt, no author), and the training prompts. Nothing of the held-out topic."""
-    history = read_table_dir(out / "dataset" / "clean" / "history", CLEAN_HISTORY)
-    train_rows = read_table_dir(out / "dataset" / "sft" / "train", SFT).to_pylist()
+    have read on the web, no prompt, no author), and the training prompts. Nothing of the held-out topic.
+
+    In a fixed order, each user's posts together as the dataset groups them: Ray Data names its part
+    files at random, so read as found the rows came in another order on every build, and the tokenizer,
+    the pretraining stream and each prompt's random answer changed with them."""
+    history = read_table_dir(out / "dataset" / "clean" / "history", CLEAN_HISTORY).sort_by(
+        [("user_id", "ascending"), ("created_at", "ascending"), ("mid", "ascending")])
+    train_rows = read_table_dir(out / "dataset" / "sft" / "train", SFT).sort_by(
+        [("user_id", "ascending"), ("topic", "ascending"), ("variant", "ascending"), ("id", "ascending")]).to_pylist()
     posts = [t for t in history["text"].to_pylist() if t] + [r["output"] for r in train_rows if r["output"]]
     return posts, [r["instruction"] for r in train_rows]
 
