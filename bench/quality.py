@@ -12,7 +12,8 @@ topics held out (the last topic of every category; every held-out category is al
 training); a tiny Qwen2 base model with a tokenizer trained on the crawl, pretrained as the
 demo pretrains it; train (plain LoRA, PAC-LoRA with token and with sequence routing, and one
 PAC-LoRA's prompt ablations without persona / without history, each trained on its own variant);
-predict in-process (`samples` posts per held-out row); evaluate against the simulator's truth.
+predict in-process (`samples` posts per held-out row, sampled from each model's own distribution:
+temperature 1, no top-p or top-k); evaluate against the simulator's truth.
 
 Methods compared on the held-out topics: zero-shot base, lora, pac-lora-token, pac-lora-sequence,
 pac-lora-<routing>-without_persona / -without_history (--ablate, sequence by default: the
@@ -51,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cluster.presets import CROWD_SAMPLING  # noqa: E402
+
 VARIANTS = ("full", "without_persona", "without_history")
 ROUTINGS = ("token", "sequence")
 
@@ -71,6 +74,9 @@ class Size:
     micro_batch_size: int = 2
     repetition_penalty: float | None = None  # None: predict's default (decoding.repetition_penalty)
     repetition_penalty_scope: str | None = None  # None: predict's default (decoding.repetition_penalty_scope)
+    temperature: float | None = None  # None: predict's default (decoding.temperature), as for top_p and top_k
+    top_p: float | None = None
+    top_k: int | None = None
 
 
 SIZES = {
@@ -79,8 +85,11 @@ SIZES = {
                  train_steps=2, learning_rate=1e-3, samples=2, max_new_tokens=16, effective_batch_size=4),
     # The bench: 3 seeds. Steps and learning rate chosen on --split validation (docs/evaluation.md):
     # 3e-3 beat 1e-3, and with the output-only repetition penalty 100 steps beat 300 for every adapter.
+    # Sampled as a crowd (CROWD_SAMPLING), chosen on validation: predict's truncated defaults ended
+    # posts early with too few judgements, which made every crowd too neutral.
     "small": Size(users=120, history=(15, 40), hot_topic_posts=120, topic_posts=50, hidden=128,
-                  pretrain_steps=200, train_steps=100, learning_rate=3e-3, samples=3, max_new_tokens=40),
+                  pretrain_steps=200, train_steps=100, learning_rate=3e-3, samples=3, max_new_tokens=40,
+                  **CROWD_SAMPLING),
 }
 
 
@@ -222,7 +231,7 @@ class Run:
                 **self.settings, "test_path": str(self.out / "dataset" / "sft" / "test"), "variant": method.variant,
                 "base_model": str(self.out / "model"), "adapter": adapter, "method": method.name,
                 "output_path": str(path), "samples_per_user": self.size.samples, "batch_size": 16,
-                "decoding": {"max_new_tokens": self.size.max_new_tokens, **self._penalty()},
+                "decoding": {"max_new_tokens": self.size.max_new_tokens, **self._decoding()},
             })
             self.say("predict", f"{method.name} seed {seed} in {time.monotonic() - began:.0f}s")
         return path
@@ -233,10 +242,10 @@ class Run:
             return [self.predict(m, seed, self.train(m, seed)) for m in ablations(routing)]
         return [path for m in ablations(routing) if (path := self.prediction_path(m, seed)).is_file()]
 
-    def _penalty(self) -> dict:
-        chosen = {"repetition_penalty": self.size.repetition_penalty,
-                  "repetition_penalty_scope": self.size.repetition_penalty_scope}
-        return {name: value for name, value in chosen.items() if value is not None}
+    def _decoding(self) -> dict:
+        """The size's decoding settings that override predict's defaults."""
+        names = ("repetition_penalty", "repetition_penalty_scope", "temperature", "top_p", "top_k")
+        return {name: value for name in names if (value := getattr(self.size, name)) is not None}
 
     def evaluate(self, seed: int, files: list[Path], labeler: str, options: dict) -> Path:
         """evaluate's output directory for this seed and labeller (rerun when its inputs changed)."""
@@ -275,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("train_steps", args.steps), ("learning_rate", args.lr),
                                    ("pretrain_steps", args.pretrain_steps), ("samples", args.samples),
                                    ("repetition_penalty", args.repetition_penalty),
-                                   ("repetition_penalty_scope", args.repetition_penalty_scope)) if v is not None}
+                                   ("repetition_penalty_scope", args.repetition_penalty_scope),
+                                   ("temperature", args.temperature), ("top_p", args.top_p), ("top_k", args.top_k))
+                 if v is not None}
     size = replace(size, **overrides)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -521,6 +532,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repetition-penalty-scope", choices=["prompt_and_output", "output"],
                         help="predict's decoding.repetition_penalty_scope (default: predict's); output: the "
                         "penalty counts only the generated tokens")
+    parser.add_argument("--temperature", type=float, help="predict's decoding.temperature (default: predict's)")
+    parser.add_argument("--top-p", type=float, help="predict's decoding.top_p (default: predict's)")
+    parser.add_argument("--top-k", type=int, help="predict's decoding.top_k (default: predict's; 0: no top-k)")
     return parser
 
 

@@ -20,6 +20,13 @@ from cluster.stage_config import StageConfig
 
 PRESET_NAMES = ("default", "research")
 
+# Decoding that samples a crowd: each model's own next-token distribution, untruncated. predict's
+# defaults (the research's temperature 0.7, top_p 0.9, top_k 20) sharpen and cut it, so posts end
+# early with too few judgements in them and predicted crowds come out too neutral (measured:
+# docs/evaluation.md#predicting). The quality bench and the demo predict with it; any predict
+# config or macro request can ask for it in its `decoding`.
+CROWD_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
 
 @dataclass(frozen=True)
 class PresetValue:

@@ -51,12 +51,28 @@ def test_split_holds_out_a_topic_of_every_category_with_two_and_trains_every_cat
     assert {category[t] for t in held_v} == set(counts) == {category[t] for t in training_v}
 
 
-def test_repetition_penalty_reaches_predict_only_when_given() -> None:
+def test_decoding_reaches_predict_only_when_given() -> None:
     tiny = quality.SIZES["tiny"]
-    assert quality.Run(Path("."), tiny, {}, print, print)._penalty() == {}  # predict's own default then
-    given = replace(tiny, repetition_penalty=1.0)
-    assert quality.Run(Path("."), given, {}, print, print)._penalty() == {"repetition_penalty": 1.0}
-    assert quality._parser().parse_args(["--repetition-penalty", "1.0"]).repetition_penalty == 1.0
+    assert quality.Run(Path("."), tiny, {}, print, print)._decoding() == {}  # predict's own defaults then
+    given = replace(tiny, repetition_penalty=1.0, top_k=0)
+    assert quality.Run(Path("."), given, {}, print, print)._decoding() == {"repetition_penalty": 1.0, "top_k": 0}
+    args = quality._parser().parse_args(["--repetition-penalty", "1.0", "--temperature", "0.9", "--top-p", "0.8"])
+    assert (args.repetition_penalty, args.temperature, args.top_p, args.top_k) == (1.0, 0.9, 0.8, None)
+
+
+def test_the_bench_samples_a_crowd_as_predict_and_serve_accept_it() -> None:
+    from cluster.presets import CROWD_SAMPLING
+    from serve.config import DecodingConfig
+    from serve.engine import decoding_kwargs
+    from serve.schemas import Decoding
+
+    chosen = quality.Run(Path("."), quality.SIZES["small"], {}, print, print)._decoding()
+    assert chosen == CROWD_SAMPLING  # chosen on the validation split: docs/evaluation.md
+    sampling = DecodingConfig(**CROWD_SAMPLING).sampling()
+    Decoding(**CROWD_SAMPLING)  # a predict or macro request may ask for it
+    # what generate is told: sample at temperature 1 with nothing cut, the model's own distribution
+    kwargs = decoding_kwargs(sampling, max_new_tokens=8, prompt_length=4)
+    assert kwargs["do_sample"] and (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"]) == (1.0, 1.0, None)
 
 
 def test_target_needs_pac_lora_to_beat_zero_shot_and_lora_on_both_and_close_half_the_gap() -> None:
