@@ -21,6 +21,7 @@ from cluster.demo.config import SIZES, DemoConfig, DemoSize
 from cluster.demo.console import Console, demo_console, quiet_libraries
 from cluster.logs import register_secret
 from cluster.parquet import read_table_dir
+from cluster.presets import CROWD_SAMPLING
 from cluster.ray_connect import RayInfo, ray_session
 from cluster.reports import read_report
 from cluster.schemas import SFT
@@ -173,7 +174,7 @@ def _serve_and_predict(config: DemoConfig, settings: dict, info: RayInfo, out: P
                 **settings, "test_path": str(out / "dataset" / "sft" / "test"), "endpoint": url,
                 "model": ADAPTER_ID if method == ADAPTER_ID else "base", "method": method,
                 "output_path": str(predictions / f"{method}.parquet"), "batch_size": 16,
-                "decoding": {"max_new_tokens": 96},
+                "decoding": {"max_new_tokens": 96, **CROWD_SAMPLING},
             })
         seconds = time.monotonic() - began
         served = figures["rows"].get("sft/test", 0) * len(METHODS)
@@ -192,7 +193,8 @@ def _macro(url: str, out: Path) -> str:
     import requests
 
     row = read_table_dir(out / "dataset" / "sft" / "test", SFT).slice(0, 1).to_pylist()[0]
-    body = {"news": row["news"], "topic": row["topic"], "population": {"path": "sft/test"}, "samples_per_class": 1}
+    body = {"news": row["news"], "topic": row["topic"], "population": {"path": "sft/test"}, "samples_per_class": 1,
+            "decoding": CROWD_SAMPLING}
     response = requests.post(f"{url}/v1/predict/macro", json=body, timeout=600)
     response.raise_for_status()
     result = response.json()
