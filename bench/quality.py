@@ -85,8 +85,8 @@ SIZES = {
                  train_steps=2, learning_rate=1e-3, samples=2, max_new_tokens=16, effective_batch_size=4),
     # The bench: 3 seeds. Settings chosen on --split validation (docs/evaluation.md): 3e-3 beat 1e-3;
     # sampled as a crowd (CROWD_SAMPLING), as predict's truncated defaults ended posts early and left
-    # every crowd too neutral; 100 steps, as one seed did not tell 100-1,200 apart and 600 would take
-    # the bench over its ~40 minutes.
+    # every crowd too neutral; 100 steps, as 600 did no better on three seeds and would take the bench
+    # over its ~40 minutes.
     "small": Size(users=120, history=(15, 40), hot_topic_posts=120, topic_posts=50, hidden=128,
                   pretrain_steps=200, train_steps=100, learning_rate=3e-3, samples=3, max_new_tokens=40,
                   **CROWD_SAMPLING),
