@@ -12,8 +12,8 @@ topics held out (the last topic of every category; every held-out category is al
 training); a tiny Qwen2 base model with a tokenizer trained on the crawl, pretrained as the
 demo pretrains it; train (plain LoRA, PAC-LoRA with token and with sequence routing, and one
 PAC-LoRA's prompt ablations without persona / without history, each trained on its own variant);
-predict in-process (`samples` posts per held-out row, sampled from each model's own distribution:
-temperature 1, no top-p or top-k); evaluate against the simulator's truth.
+predict in-process (`samples` posts per held-out row, sampled as a crowd: `CROWD_SAMPLING`);
+evaluate against the simulator's truth.
 
 Methods compared on the held-out topics: zero-shot base, lora, pac-lora-token, pac-lora-sequence,
 pac-lora-<routing>-without_persona / -without_history (--ablate, sequence by default: the
